@@ -1,0 +1,114 @@
+"""Turn the AMQP settings into pika connection parameters: mutual TLS, host name verified."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+from contextlib import suppress
+from urllib.parse import urlsplit
+
+import pika
+
+from shared.config import Settings
+from shared.errors import ConfigError
+from shared.secrets import read_secret
+
+PLAINTEXT_SWITCH = "AMQP_ALLOW_PLAINTEXT"
+
+
+def broker_urls() -> list[str]:
+    """The broker URLs in failover order: AMQP_URL may list several, comma-separated."""
+    raw = read_secret("AMQP_URL")
+    urls = [url.strip() for url in (raw or "").replace("\n", ",").split(",") if url.strip()]
+    if not urls:
+        raise ConfigError("AMQP_URL is not set (nor AMQP_URL_FILE or AMQP_URL_SECRET)")
+    return urls
+
+
+def check_scheme(url: str, settings: Settings) -> bool:
+    """True for amqps://; amqp:// only with the local-development switch; ConfigError otherwise."""
+    scheme = urlsplit(url).scheme
+    if scheme == "amqps":
+        return True
+    if scheme == "amqp" and settings.amqp_allow_plaintext:
+        return False
+    if scheme == "amqp":
+        raise ConfigError(
+            f"AMQP_URL uses plaintext amqp://; use amqps://, or set {PLAINTEXT_SWITCH}=1 "
+            "for local development only"
+        )
+    raise ConfigError(f"AMQP_URL must start with amqps:// (got {scheme or 'no scheme'}://)")
+
+
+def connection_parameters(settings: Settings) -> list[pika.ConnectionParameters]:
+    """One parameter set per broker URL; reads the secrets, so call it per connection attempt."""
+    urls = broker_urls()
+    tls = [check_scheme(url, settings) for url in urls]
+    context = _tls_context() if any(tls) else None
+    result = []
+    for url, use_tls in zip(urls, tls, strict=True):
+        params = pika.URLParameters(url)
+        # The URL's own query options are ignored in favour of ours, so a URL cannot turn TLS off.
+        params.ssl_options = None
+        if use_tls:
+            server_name = settings.amqp_tls_server_name or urlsplit(url).hostname
+            params.ssl_options = pika.SSLOptions(context, server_hostname=server_name)
+        params.socket_timeout = settings.amqp_connect_timeout
+        params.stack_timeout = settings.amqp_connect_timeout
+        params.connection_attempts = 1
+        params.heartbeat = settings.amqp_heartbeat
+        result.append(params)
+    return result
+
+
+def _tls_context() -> ssl.SSLContext:
+    ca, cert, key = (
+        read_secret(n) for n in ("AMQP_CA_CERT", "AMQP_CLIENT_CERT", "AMQP_CLIENT_KEY")
+    )
+    missing = [
+        name
+        for name, value in (
+            ("AMQP_CA_CERT", ca),
+            ("AMQP_CLIENT_CERT", cert),
+            ("AMQP_CLIENT_KEY", key),
+        )
+        if not value
+    ]
+    if missing or ca is None or cert is None or key is None:
+        raise ConfigError(f"mutual TLS needs {', '.join(missing)} (or its _FILE / _SECRET form)")
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load_client_certificate(context, cert, key)
+    return context
+
+
+def _load_client_certificate(context: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
+    """load_cert_chain reads files only: write the PEM to private files, load, and delete them."""
+    with tempfile.TemporaryDirectory(prefix="event-relay-tls-") as folder:
+        paths = []
+        for name, pem in (("client.pem", cert_pem), ("client.key", key_pem)):
+            path = os.path.join(folder, name)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(pem)
+            paths.append(path)
+        try:
+            context.load_cert_chain(certfile=paths[0], keyfile=paths[1])
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                "AMQP_CLIENT_CERT and AMQP_CLIENT_KEY do not load as a PEM pair"
+            ) from exc
+        finally:
+            for path in paths:
+                with suppress(OSError):
+                    os.unlink(path)
+
+
+def check_broker_urls_at_start(settings: Settings) -> None:
+    """Refuse a missing or plaintext AMQP_URL at start, unless it lives in Secret Manager:
+    that one is fetched by the worker, since gRPC must not start before the server forks."""
+    if os.environ.get("AMQP_URL_SECRET"):
+        return
+    for url in broker_urls():
+        check_scheme(url, settings)

@@ -1,0 +1,58 @@
+"""The message on the broker: a CloudEvents 1.0 JSON envelope and its AMQP properties."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pika import BasicProperties
+
+from shared.schemas import Event
+
+APP_ID = "event-relay"
+CONTENT_TYPE = "application/cloudevents+json"
+PERSISTENT = 2
+
+
+@dataclass(frozen=True)
+class Message:
+    """What the publisher sends: the routing key, the body and its properties."""
+
+    routing_key: str
+    body: bytes
+    properties: BasicProperties
+
+    @property
+    def id(self) -> str:
+        return str(self.properties.message_id)
+
+
+def cloud_event_type(event_type: str) -> str:
+    return f"{APP_ID}.{event_type}"
+
+
+def build_message(event: Event, *, event_type: str, event_id: str, routing_key: str) -> Message:
+    """Wrap a validated event in its envelope; `time` is when event-relay received it."""
+    received = datetime.now(UTC)
+    envelope = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": f"/{APP_ID}/{event_type}",
+        "type": cloud_event_type(event_type),
+        "subject": event.hostname,
+        "time": received.isoformat().replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
+        "data": event.model_dump(mode="json"),
+    }
+    properties = BasicProperties(
+        content_type=CONTENT_TYPE,
+        content_encoding="utf-8",
+        delivery_mode=PERSISTENT,
+        message_id=event_id,
+        timestamp=int(received.timestamp()),
+        type=cloud_event_type(event_type),
+        app_id=APP_ID,
+    )
+    body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    return Message(routing_key=routing_key, body=body, properties=properties)

@@ -1,0 +1,49 @@
+"""Declare an event function: the one call each functions/<event_type>/main.py makes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import cast
+
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from shared.auth import authenticator_from_env
+from shared.broker_params import check_broker_urls_at_start, connection_parameters
+from shared.config import settings
+from shared.logs import configure_logging
+from shared.pipeline import EventType, Relay
+from shared.publisher import Publisher
+from shared.schemas import Event
+
+HttpFunction = Callable[[Request], Awaitable[Response]]
+
+
+def event_function(name: str, *, model: type[Event], routing_key: str) -> HttpFunction:
+    """The async HTTP function `name`, relaying `model` events under `routing_key`.
+
+    The configuration is checked now, so a bad deployment fails at start; the broker
+    connection is opened by the first request, in the worker process.
+    """
+    config = settings()
+    configure_logging(config.log_level)
+    check_broker_urls_at_start(config)
+    relay = Relay(
+        EventType(name, model, routing_key),
+        authenticator=authenticator_from_env(),
+        publisher=Publisher(
+            config.amqp_exchange,
+            publish_timeout=config.amqp_publish_timeout,
+            parameters=partial(connection_parameters, config),
+        ),
+        max_body_bytes=config.max_body_bytes,
+    )
+
+    async def function(request: Request) -> Response:
+        return await relay.handle(request)
+
+    # functions-framework finds the target by this name and needs a plain function.
+    function.__name__ = function.__qualname__ = name
+    return cast(HttpFunction, functions_framework.aio.http(function))

@@ -1,0 +1,73 @@
+"""Structured JSON logs with the field names Cloud Logging reads (severity, message, trace).
+
+Records carry identifiers and outcomes only: never a secret, a credential or a whole payload.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextvars import ContextVar
+from typing import TypedDict
+
+from pythonjsonlogger.json import JsonFormatter
+
+LOGGER_NAME = "event_relay"
+TRACE_FIELD = "logging.googleapis.com/trace"
+
+trace_context: ContextVar[str | None] = ContextVar("trace_context", default=None)
+
+
+class RequestRecord(TypedDict, total=False):
+    """The extra fields of the one line each request writes."""
+
+    event_id: str
+    event_type: str
+    routing_key: str
+    status: int
+    latency_ms: float
+    path: str
+    problem: str
+    reason: str
+
+
+class _TraceFilter(logging.Filter):
+    """Adds the Cloud Trace id of the current request, so its lines group in Cloud Logging."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        trace = trace_context.get()
+        if trace is not None:
+            setattr(record, TRACE_FIELD, trace)
+        return True
+
+
+def set_trace(header: str | None) -> None:
+    """Remember the trace id from an `X-Cloud-Trace-Context: TRACE/SPAN;o=1` header."""
+    trace_id = (header or "").split("/", 1)[0]
+    if not trace_id.isalnum():
+        trace_context.set(None)
+        return
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT")
+    trace_context.set(f"projects/{project}/traces/{trace_id}" if project else trace_id)
+
+
+def configure_logging(level: str = "INFO") -> logging.Logger:
+    """Send event-relay's records as JSON lines to stdout; idempotent."""
+    logger = logging.getLogger(LOGGER_NAME)
+    if not any(getattr(h, "_event_relay", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(
+            JsonFormatter(
+                "{levelname}{name}{message}",
+                style="{",
+                rename_fields={"levelname": "severity", "name": "logger"},
+                timestamp="time",
+            )
+        )
+        handler.addFilter(_TraceFilter())
+        handler._event_relay = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level.upper())
+    return logger

@@ -1,0 +1,294 @@
+"""Publish with publisher confirms over one pika AsyncioConnection per worker process.
+
+Everything runs on the worker's event loop: each request publishes and awaits a future for its
+own delivery tag, so many confirms are in flight at once with no threads and no locks.
+
+The connection is opened lazily by the first publish (the module is imported in the gunicorn
+master before it forks). A dropped connection is reopened by the next publish; a broker that
+cannot be reached gets an exponential back-off, during which requests fail fast with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pika
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.exceptions import AMQPError, ChannelClosedByBroker
+
+from shared.envelope import Message
+from shared.errors import (
+    BrokerBlockedError,
+    BrokerUnavailableError,
+    PublishRejectedError,
+    PublishTimeoutError,
+    UnroutableError,
+)
+
+log = logging.getLogger("event_relay.publisher")
+
+BACKOFF_FIRST_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 10.0
+
+T = TypeVar("T")
+
+
+def _resolve(future: asyncio.Future[T], value: T) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+@dataclass
+class _InFlight:
+    message_id: str
+    routing_key: str
+    confirmed: asyncio.Future[None]
+
+
+@dataclass
+class _Link:
+    """One open connection and its confirm-mode channel, with the deliveries awaiting a confirm."""
+
+    connection: Any
+    channel: Any
+    in_flight: dict[int, _InFlight] = field(default_factory=dict)
+    next_tag: int = 1
+    blocked: bool = False
+
+
+class Publisher:
+    """Publishes messages to one exchange and answers only once the broker has confirmed them."""
+
+    def __init__(
+        self,
+        exchange: str,
+        *,
+        publish_timeout: float,
+        parameters: Callable[[], list[pika.ConnectionParameters]],
+    ) -> None:
+        self._exchange = exchange
+        self._publish_timeout = publish_timeout
+        self._parameters = parameters
+        self._forget()
+
+    def _forget(self) -> None:
+        """Start from nothing: a new process (after fork) or a new event loop owns no connection."""
+        self._owner: tuple[int, asyncio.AbstractEventLoop | None] = (os.getpid(), None)
+        self._link: _Link | None = None
+        self._opening: asyncio.Future[_Link] | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+
+    async def publish(self, message: Message) -> None:
+        """Return once the broker confirmed `message`; raise an UnavailableError otherwise."""
+        loop = asyncio.get_running_loop()
+        if self._owner != (os.getpid(), loop):
+            self._forget()
+            self._owner = (os.getpid(), loop)
+        link: _Link | None = None
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                link = await self._ready_link()
+                await self._send(link, message)
+        except TimeoutError:
+            # No confirm in time: the connection may be half-open, so the next request opens a
+            # new one. A blocked connection (memory or disk alarm) is alive and keeps its place.
+            if link is not None and not link.blocked:
+                self._drop(link, "no confirm within the publish timeout")
+            raise PublishTimeoutError(
+                f"no confirm from the broker within {self._publish_timeout:g} s"
+            ) from None
+
+    async def close(self) -> None:
+        """Close the connection cleanly, e.g. on shutdown; in-flight deliveries get 503."""
+        link, self._link = self._link, None
+        if link is not None and link.connection.is_open:
+            closed = asyncio.get_running_loop().create_future()
+            link.connection.add_on_close_callback(lambda *_: _resolve(closed, None))
+            link.connection.close()
+            await asyncio.wait_for(closed, timeout=5)
+
+    # --- sending ------------------------------------------------------------------------
+
+    async def _send(self, link: _Link, message: Message) -> None:
+        if link.blocked:
+            raise BrokerBlockedError("the broker blocks publishers (memory or disk alarm)")
+        tag, link.next_tag = link.next_tag, link.next_tag + 1
+        confirmed = asyncio.get_running_loop().create_future()
+        link.in_flight[tag] = _InFlight(message.id, message.routing_key, confirmed)
+        try:
+            link.channel.basic_publish(
+                self._exchange,
+                message.routing_key,
+                message.body,
+                message.properties,
+                mandatory=True,
+            )
+            await confirmed
+        except AMQPError as exc:
+            self._drop(link, f"publish failed: {exc!r}")
+            raise BrokerUnavailableError("the broker connection failed while publishing") from exc
+        finally:
+            link.in_flight.pop(tag, None)
+
+    def _on_confirm(self, link: _Link, frame: Any) -> None:
+        method = frame.method
+        if method.multiple:
+            tags = [tag for tag in link.in_flight if tag <= method.delivery_tag]
+        else:
+            tags = [method.delivery_tag] if method.delivery_tag in link.in_flight else []
+        acked = isinstance(method, pika.spec.Basic.Ack)
+        for tag in tags:
+            delivery = link.in_flight.pop(tag)
+            if delivery.confirmed.done():  # already returned as unroutable, or timed out
+                continue
+            if acked:
+                delivery.confirmed.set_result(None)
+            else:
+                log.warning("broker nacked a message", extra={"event_id": delivery.message_id})
+                delivery.confirmed.set_exception(
+                    PublishRejectedError(
+                        "the broker refused the message (nack); a queue may be full"
+                    )
+                )
+
+    def _on_return(
+        self, link: _Link, _channel: Any, method: Any, properties: Any, _body: bytes
+    ) -> None:
+        """A returned message arrives before its ack: fail the oldest matching delivery now."""
+        for delivery in sorted(link.in_flight.items()):
+            in_flight = delivery[1]
+            if in_flight.message_id == properties.message_id and not in_flight.confirmed.done():
+                log.error(
+                    "broker returned an unroutable message",
+                    extra={
+                        "event_id": in_flight.message_id,
+                        "routing_key": method.routing_key,
+                        "exchange": method.exchange,
+                        "reply": f"{method.reply_code} {method.reply_text}",
+                    },
+                )
+                in_flight.confirmed.set_exception(
+                    UnroutableError(f"no queue is bound for routing key {method.routing_key!r}")
+                )
+                return
+
+    def _back_off(self) -> float:
+        """Hold off the next connection attempt, doubling the wait with each failure."""
+        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**self._failures)
+        self._failures += 1
+        self._retry_at = time.monotonic() + delay * random.uniform(0.8, 1.0)  # noqa: S311
+        return float(delay)
+
+    # --- the connection -------------------------------------------------------------------
+
+    async def _ready_link(self) -> _Link:
+        if self._link is not None:
+            return self._link
+        if self._opening is None:
+            wait = self._retry_at - time.monotonic()
+            if wait > 0:
+                raise BrokerUnavailableError(
+                    "the broker is unreachable; retrying shortly", retry_after=math.ceil(wait)
+                )
+            self._opening = asyncio.ensure_future(self._open())
+        # Shielded: a request giving up must not cancel the connection the others wait for.
+        return await asyncio.shield(self._opening)
+
+    async def _open(self) -> _Link:
+        try:
+            parameters = self._parameters()
+            errors = []
+            for params in parameters:
+                try:
+                    link = await self._connect(params)
+                except (AMQPError, OSError, TimeoutError) as exc:
+                    errors.append(f"{params.host}:{params.port}: {exc!r}")
+                    continue
+                self._link, self._failures, self._retry_at = link, 0, 0.0
+                return link
+            delay = self._back_off()
+            log.error("cannot connect to the broker", extra={"errors": errors, "retry_in_s": delay})
+            raise BrokerUnavailableError(
+                "cannot connect to the broker", retry_after=math.ceil(delay)
+            )
+        finally:
+            self._opening = None
+
+    async def _connect(self, params: pika.ConnectionParameters) -> _Link:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[_Link] = loop.create_future()
+
+        def fail(_connection: Any, error: BaseException | str) -> None:
+            if not ready.done():
+                ready.set_exception(error if isinstance(error, BaseException) else AMQPError(error))
+
+        def on_open(connection: Any) -> None:
+            connection.channel(on_open_callback=on_channel)
+
+        def on_channel(channel: Any) -> None:
+            link = _Link(connection, channel)
+            channel.add_on_close_callback(
+                lambda _channel, reason: self._on_channel_closed(link, reason)
+            )
+            channel.add_on_return_callback(lambda *args: self._on_return(link, *args))
+            connection.add_on_connection_blocked_callback(lambda *_: self._set_blocked(link, True))
+            connection.add_on_connection_unblocked_callback(
+                lambda *_: self._set_blocked(link, False)
+            )
+            channel.confirm_delivery(
+                ack_nack_callback=lambda frame: self._on_confirm(link, frame),
+                callback=lambda _frame: _resolve(ready, link),
+            )
+
+        def on_close(_connection: Any, reason: BaseException) -> None:
+            fail(_connection, reason)
+            if self._link is not None and self._link.connection is _connection:
+                self._drop(self._link, f"connection closed: {reason!r}")
+
+        connection = AsyncioConnection(
+            params,
+            on_open_callback=on_open,
+            on_open_error_callback=fail,
+            on_close_callback=on_close,
+            custom_ioloop=loop,
+        )
+        try:
+            # pika's own stack timeout bounds the handshakes; this bounds the channel set-up too.
+            return await asyncio.wait_for(ready, timeout=params.stack_timeout + 1)
+        except BaseException:
+            if not (connection.is_closing or connection.is_closed):
+                connection.close()
+            raise
+
+    def _on_channel_closed(self, link: _Link, reason: BaseException) -> None:
+        """The broker closes a channel on errors such as a missing exchange (404): back off."""
+        if isinstance(reason, ChannelClosedByBroker):
+            self._back_off()
+        self._drop(link, f"channel closed: {reason}")
+
+    def _set_blocked(self, link: _Link, blocked: bool) -> None:
+        link.blocked = blocked
+        log.warning("broker %s publishers", "blocks" if blocked else "unblocked")
+
+    def _drop(self, link: _Link, reason: str) -> None:
+        """Forget a broken link and fail what still waits on it; the next publish reconnects."""
+        if self._link is link:
+            self._link = None
+            log.warning("dropping the broker connection: %s", reason)
+        for delivery in link.in_flight.values():
+            if not delivery.confirmed.done():
+                delivery.confirmed.set_exception(
+                    BrokerUnavailableError(f"no confirm from the broker: {reason}")
+                )
+        link.in_flight.clear()
+        if not (link.connection.is_closing or link.connection.is_closed):
+            link.connection.close()

@@ -1,0 +1,87 @@
+"""Event schemas: the base every event shares, and one model per event type.
+
+Models are strict (a JSON string is never coerced into a number) and reject unknown fields,
+so a typo in a sender's template is an error the sender sees, not a silently dropped field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    StringConstraints,
+)
+
+MAX_DETAILS_BYTES = 16 * 1024
+
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+_NO_CONTROL_BUT_NEWLINES = r"^[^\x00-\x08\x0b-\x1f\x7f]*$"
+
+
+def _valid_hostname(value: str) -> str:
+    """RFC 1123 host name or FQDN, lower-cased, without a trailing dot."""
+    name = value.lower().removesuffix(".")
+    if not 0 < len(name) <= 253 or not all(map(_HOST_LABEL.fullmatch, name.split("."))):
+        raise ValueError("must be a DNS host name or FQDN (RFC 1123), at most 253 characters")
+    return name
+
+
+def _bounded_details(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and len(json.dumps(value, separators=(",", ":"))) > MAX_DETAILS_BYTES:
+        raise ValueError(f"must serialize to at most {MAX_DETAILS_BYTES} bytes of JSON")
+    return value
+
+
+Hostname = Annotated[str, StringConstraints(max_length=254), AfterValidator(_valid_hostname)]
+ShortText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=_NO_CONTROL)
+]
+Text = Annotated[str, StringConstraints(max_length=1000, pattern=_NO_CONTROL_BUT_NEWLINES)]
+RequiredText = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=1000, pattern=_NO_CONTROL_BUT_NEWLINES
+    ),
+]
+Details = Annotated[dict[str, Any] | None, AfterValidator(_bounded_details)]
+VmId = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^(vm-\d{1,12}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    ),
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    hostname: Hostname = Field(description="The affected host: a DNS host name or FQDN.")
+    severity: Literal["info", "warning", "critical"] = "warning"
+    source: ShortText = Field(description="The system that raised the alert.")
+    detected_at: AwareDatetime = Field(default_factory=_now, description="When it was detected.")
+    summary: Text = ""
+    details: Details = Field(None, description="Free JSON object, at most 16 KiB.")
+
+
+class VmIsolate(Event):
+    """A compromised VM that must be cut off from the network."""
+
+    reason: RequiredText
+    vm_id: VmId | None = Field(None, description="vCenter managed object id (vm-1234) or UUID.")
+    ip_address: IPvAnyAddress | None = None
