@@ -1,0 +1,119 @@
+"""End-to-end helpers: an exchange and queue of a test's own, and function servers on it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+from pika.adapters.blocking_connection import BlockingChannel
+
+from deploy.broker import BrokerNode
+from deploy.function_process import FunctionProcess
+from shared.config import settings
+from shared.secrets import clear_cache
+from tests.conftest import broker_connection_params
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """Settings and secrets are cached per process; each test reads its own environment."""
+    settings.cache_clear()
+    clear_cache()
+    yield
+    settings.cache_clear()
+    clear_cache()
+
+
+@dataclass
+class Delivered:
+    routing_key: str
+    properties: pika.BasicProperties
+    body: dict[str, Any]
+
+
+class Route:
+    """A topic exchange of the test's own with one queue bound to `routing_key`."""
+
+    def __init__(self, channel: BlockingChannel, routing_key: str) -> None:
+        self.channel = channel
+        self.routing_key = routing_key
+        self.exchange = f"test-{uuid.uuid4().hex[:12]}"
+        self.queue = f"{self.exchange}.{routing_key}"
+        channel.exchange_declare(self.exchange, "topic", auto_delete=False)
+        channel.queue_declare(self.queue)
+        channel.queue_bind(self.queue, self.exchange, routing_key)
+
+    def messages(self) -> list[Delivered]:
+        """Take every message waiting on the queue."""
+        taken = []
+        while True:
+            method, properties, body = self.channel.basic_get(self.queue, auto_ack=True)
+            if method is None:
+                return taken
+            taken.append(Delivered(method.routing_key, properties, json.loads(body)))
+
+    def count(self) -> int:
+        return int(self.channel.queue_declare(self.queue, passive=True).method.message_count)
+
+    def delete(self) -> None:
+        self.channel.queue_delete(self.queue)
+        self.channel.exchange_delete(self.exchange)
+
+
+@pytest.fixture(scope="module")
+def module_channel(broker: BrokerNode) -> Iterator[BlockingChannel]:
+    connection = pika.BlockingConnection(broker_connection_params(broker))
+    yield connection.channel()
+    connection.close()
+
+
+@pytest.fixture(scope="module")
+def make_route(module_channel: BlockingChannel) -> Iterator[Callable[[str], Route]]:
+    routes: list[Route] = []
+
+    def make(routing_key: str) -> Route:
+        routes.append(Route(module_channel, routing_key))
+        return routes[-1]
+
+    yield make
+    for route in routes:
+        route.delete()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def function_env(broker: BrokerNode, exchange: str, **extra: str) -> dict[str, str]:
+    """What a function needs to reach the test broker, with authentication off unless set."""
+    env = {**broker.client_env(), "AMQP_EXCHANGE": exchange, "AUTH_DISABLED": "1"}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def start_function(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., FunctionProcess]]:
+    """Start functions-framework servers; all are stopped at the end of the module."""
+    started: list[FunctionProcess] = []
+    logs: Path = tmp_path_factory.mktemp("function-logs")
+
+    def start(name: str, env: dict[str, str]) -> FunctionProcess:
+        log_path = logs / f"{name}-{len(started)}.log"
+        server = FunctionProcess(name, free_port(), env, log_path=log_path)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
