@@ -52,7 +52,7 @@ class Route:
 
     def messages(self) -> list[Delivered]:
         """Take every message waiting on the queue."""
-        taken = []
+        taken: list[Delivered] = []
         while True:
             method, properties, body = self.channel.basic_get(self.queue, auto_ack=True)
             if method is None:
