@@ -15,6 +15,7 @@ from shared.errors import ConfigError
 from shared.secrets import read_secret
 
 PLAINTEXT_SWITCH = "AMQP_ALLOW_PLAINTEXT"
+AMQP_SECRETS = ("AMQP_URL", "AMQP_CA_CERT", "AMQP_CLIENT_CERT", "AMQP_CLIENT_KEY")
 
 
 def broker_urls() -> list[str]:
@@ -77,7 +78,10 @@ def _tls_context() -> ssl.SSLContext:
     ]
     if missing or ca is None or cert is None or key is None:
         raise ConfigError(f"mutual TLS needs {', '.join(missing)} (or its _FILE / _SECRET form)")
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca)
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca)
+    except ssl.SSLError as exc:
+        raise ConfigError("AMQP_CA_CERT is not a PEM certificate") from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     _load_client_certificate(context, cert, key)
     return context
@@ -105,10 +109,9 @@ def _load_client_certificate(context: ssl.SSLContext, cert_pem: str, key_pem: st
                     os.unlink(path)
 
 
-def check_broker_urls_at_start(settings: Settings) -> None:
-    """Refuse a missing or plaintext AMQP_URL at start, unless it lives in Secret Manager:
-    that one is fetched by the worker, since gRPC must not start before the server forks."""
-    if os.environ.get("AMQP_URL_SECRET"):
+def check_broker_settings_at_start(settings: Settings) -> None:
+    """Refuse a missing or plaintext AMQP_URL, or unusable TLS files, at start. Settings kept in
+    Secret Manager are read by the worker instead: gRPC must not start before the server forks."""
+    if any(os.environ.get(f"{name}_SECRET") for name in AMQP_SECRETS):
         return
-    for url in broker_urls():
-        check_scheme(url, settings)
+    connection_parameters(settings)

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from shared.auth import authenticator_from_env
-from shared.broker_params import check_broker_urls_at_start, connection_parameters
+from shared.broker_params import check_broker_settings_at_start, connection_parameters
 from shared.config import settings
 from shared.logs import configure_logging
 from shared.pipeline import EventType, Relay
@@ -29,7 +29,7 @@ def event_function(name: str, *, model: type[Event], routing_key: str) -> HttpFu
     """
     config = settings()
     configure_logging(config.log_level)
-    check_broker_urls_at_start(config)
+    check_broker_settings_at_start(config)
     relay = Relay(
         EventType(name, model, routing_key),
         authenticator=authenticator_from_env(),

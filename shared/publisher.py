@@ -28,6 +28,7 @@ from shared.envelope import Message
 from shared.errors import (
     BrokerBlockedError,
     BrokerUnavailableError,
+    ConfigError,
     PublishRejectedError,
     PublishTimeoutError,
     UnroutableError,
@@ -205,12 +206,18 @@ class Publisher:
 
     async def _open(self) -> _Link:
         try:
-            parameters = self._parameters()
+            try:
+                parameters = self._parameters()
+            except ConfigError as exc:
+                log.error("the broker settings are unusable: %s", exc)
+                raise BrokerUnavailableError("the broker settings are unusable") from exc
             errors = []
             for params in parameters:
                 try:
                     link = await self._connect(params)
-                except (AMQPError, OSError, TimeoutError) as exc:
+                # pika reports a failed handshake with several families of errors (its
+                # connection workflow's own are not AMQPErrors): each means "not this broker".
+                except Exception as exc:
                     errors.append(f"{params.host}:{params.port}: {exc!r}")
                     continue
                 self._link, self._failures, self._retry_at = link, 0, 0.0
