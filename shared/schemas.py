@@ -85,3 +85,49 @@ class VmIsolate(Event):
     reason: RequiredText
     vm_id: VmId | None = Field(None, description="vCenter managed object id (vm-1234) or UUID.")
     ip_address: IPvAnyAddress | None = None
+
+
+# A POSIX absolute path, or a Windows drive: `C:`, `C:\`, `C:\data\logs` (either slash).
+MountPoint = Annotated[
+    str,
+    StringConstraints(
+        min_length=1,
+        max_length=4096,
+        pattern=r"^(/[^\x00-\x1f\x7f]*|[A-Za-z]:([\\/][^\x00-\x1f\x7f<>:\"|?*]*)?)$",
+    ),
+]
+# systemd: `nginx.service`, `getty@tty1.service` or a bare `nginx`; Windows: a service name
+# (never a path separator). Either way no control characters, at most 256 characters.
+ServiceName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f/\\]+$"
+    ),
+]
+Username = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+
+
+class DiskSpaceLow(Event):
+    """A file system that is running out of space."""
+
+    mount_point: MountPoint = Field(description="An absolute path or a drive letter (C:).")
+    used_percent: Annotated[float, Field(ge=0, le=100)]
+    free_bytes: Annotated[int, Field(ge=0)]
+
+
+class ServiceDown(Event):
+    """A service that stopped and should be restarted."""
+
+    service_name: ServiceName = Field(description="A systemd unit or a Windows service name.")
+    platform: Literal["linux", "windows"]
+
+
+class LoginBruteforce(Event):
+    """Repeated failed logins from one address: block it."""
+
+    source_ip: IPvAnyAddress
+    username: Username | None = None
+    failed_attempts: Annotated[int, Field(ge=1)]
+    window_seconds: Annotated[int, Field(ge=1, le=7 * 24 * 3600)]

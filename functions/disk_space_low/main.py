@@ -1,0 +1,6 @@
+"""disk_space_low: a file system that is running out of space."""
+
+from shared.function import event_function
+from shared.schemas import DiskSpaceLow
+
+disk_space_low = event_function("disk_space_low", model=DiskSpaceLow, routing_key="disk.space-low")

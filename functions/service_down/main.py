@@ -1,0 +1,6 @@
+"""service_down: a service that stopped and should be restarted."""
+
+from shared.function import event_function
+from shared.schemas import ServiceDown
+
+service_down = event_function("service_down", model=ServiceDown, routing_key="service.down")
