@@ -1,0 +1,143 @@
+"""`python -m deploy local` (`nox -s dev`): every function of the manifest on this machine.
+
+A private RabbitMQ node with mutual TLS (certificates under .dev/), the topology, one
+functions-framework process per function on its own port, then a tail of the queues until
+Ctrl-C or SIGTERM; everything started is stopped on the way out.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shlex
+import signal
+import socket
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+
+from deploy import topology
+from deploy.broker import BrokerNode, ensure_rabbitmq_installed, free_port, start_broker
+from deploy.function_process import FunctionProcess
+from deploy.gcloud import runtime_env
+from deploy.manifest import REPO, Function
+from deploy.tail import tail
+
+DEV = REPO / ".dev"
+EVENTS = REPO / "tests" / "events"
+# A developer's shell may hold settings for a real broker or Secret Manager: they would mix
+# with the local ones (and `NAME` plus `NAME_SECRET` is refused).
+FOREIGN_SETTINGS = ("AMQP_", "AUTH_", "SECRETS_", "SECRET_MANAGER_")
+
+
+def say(text: str) -> None:
+    print(f"dev: {text}", flush=True)
+
+
+def run_local(
+    functions: list[Function],
+    *,
+    dev_dir: Path = DEV,
+    port: int = 8081,
+    queue_type: topology.QueueType = "quorum",
+) -> None:
+    """Run everything until Ctrl-C or SIGTERM, then stop it all: functions, then the broker."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    for name in [n for n in os.environ if n.startswith(FOREIGN_SETTINGS)]:
+        del os.environ[name]
+    ensure_rabbitmq_installed(install=True)  # installs only as root with apt, and says so
+    with ExitStack() as stack:
+        say(f"starting a private RabbitMQ node with mutual TLS in {dev_dir / 'broker'} ...")
+        node = start_broker(dev_dir / "broker", purpose="dev")
+        stack.callback(_stop_broker, node)
+        os.environ.update(node.client_env())  # topology and tail read the functions' settings
+        connection = topology.connect()
+        stack.callback(connection.close)
+        topology.apply(connection, topology.plan(functions, queue_type), lambda s: say(s))
+        logs = dev_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        examples = []
+        for number, fn in enumerate(functions):
+            secret, curl_auth, query = dev_credentials(fn)
+            server = FunctionProcess(
+                fn.name,
+                _port(port + number),
+                {**local_env(fn), "AUTH_SECRETS": secret},
+                source_dir=fn.source_dir,
+                log_path=logs / f"{fn.name}.log",
+            )
+            stack.callback(server.stop)
+            server.start()
+            examples.append((fn, server.url + query, curl_auth))
+        print()
+        for fn, url, curl_auth in examples:
+            print(f"{fn.name}  {url}  -> queue {fn.queue} ({fn.routing_key})")
+            print(f"  {curl_example(fn, url, curl_auth)}\n", flush=True)
+        say(f"function logs in {logs}; tailing the queues, Ctrl-C stops everything")
+        try:
+            tail(connection, functions, consume=True, out=sys.stdout)
+        except KeyboardInterrupt:
+            say("stopping the functions, then the broker ...")
+
+
+def local_env(fn: Function) -> dict[str, str]:
+    """The deployed env (WORKERS, AUTH_MODE, env vars) without the cloud's secret references."""
+    cloud_refs = {f"{name}{suffix}" for name in fn.secrets for suffix in ("_FILE", "_SECRET")}
+    return {k: v for k, v in runtime_env(fn).items() if k not in cloud_refs}
+
+
+def dev_credentials(fn: Function) -> tuple[str, list[str], str]:
+    """(AUTH_SECRETS, curl arguments, URL query) for fn's auth mode, with a fresh secret."""
+    token = secrets.token_urlsafe(24)
+    match fn.auth.mode if fn.auth else "bearer":
+        case "basic":
+            return f"dev:{token}", ["-u", f"dev:{token}"], ""
+        case "query-token":
+            return token, [], f"?token={token}"
+        case "standard-webhooks" | "grafana-hmac":
+            key = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+            return key, [], ""  # signed per request: the example says so
+        case _:
+            return token, ["-H", f"Authorization: Bearer {token}"], ""
+
+
+def curl_example(fn: Function, url: str, curl_auth: list[str]) -> str:
+    sample = EVENTS / f"{fn.name}.json"
+    data = f"@{sample}" if sample.exists() else '{"hostname": "web-01", "source": "curl"}'
+    command = shlex.join(
+        [
+            "curl",
+            "-i",
+            *curl_auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            data,
+            url,
+        ]
+    )
+    if fn.auth and fn.auth.mode in ("standard-webhooks", "grafana-hmac"):
+        command += f"   # add the {fn.auth.mode} signature headers (see .dev/logs)"
+    return command
+
+
+def _port(wanted: int) -> int:
+    """`wanted` when free, so URLs stay the same from one run to the next; else any free one."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", wanted))
+        except OSError:
+            return free_port()
+    return wanted
+
+
+def _stop_broker(node: BrokerNode) -> None:
+    node.stop()
+    say("stopped")
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM (nox, a closing terminal) takes the same clean way out as Ctrl-C."""
+    raise KeyboardInterrupt

@@ -1,0 +1,264 @@
+"""deploy/functions.yaml: what each function is and how it is deployed, validated by pydantic.
+
+`defaults` hold the settings every function shares; each entry under `functions` may override
+any of them. `env` and `secrets` merge key by key; every other field is replaced whole. Errors
+name the file, the entry and the field: `deploy/functions.yaml: functions.vm_isolate.memory: ...`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml  # type: ignore[import-untyped]  # no types-PyYAML in requirements-lint
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+REPO = Path(__file__).resolve().parent.parent
+MANIFEST = REPO / "deploy" / "functions.yaml"
+DEFAULT_EXCHANGE = "event-relay"  # shared.config's default for AMQP_EXCHANGE
+# Secret settings every function reads (shared.broker_params, shared.auth).
+REQUIRED_SECRETS = (
+    "AMQP_URL",
+    "AMQP_CA_CERT",
+    "AMQP_CLIENT_CERT",
+    "AMQP_CLIENT_KEY",
+    "AUTH_SECRETS",
+)
+# Env names the manifest must not set: deploy sets them itself (FUNCTION_USE_ASGI, WORKERS, AUTH_*
+# from `auth`), they are the platform's (PORT, K_*, X_GOOGLE_*), ignored (THREADS), or traps
+# (DEBUG switches functions-framework to Werkzeug's debugger; AUTH_DISABLED is local only).
+RESERVED_ENV = re.compile(
+    r"FUNCTION_USE_ASGI|FUNCTION_TARGET|WORKERS|THREADS|DEBUG|PORT|K_[A-Z_]+|X_GOOGLE_[A-Z0-9_]*"
+    r"|AUTH_MODE|AUTH_TOLERANCE_SECONDS|AUTH_TIMESTAMP_HEADER|AUTH_DISABLED"
+)
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be read or is invalid; the message names the entry and field."""
+
+
+def _seconds(value: Any) -> Any:
+    """gcloud's `60s` form, or a bare number of seconds."""
+    if isinstance(value, str) and re.fullmatch(r"\d+s", value.strip()):
+        return int(value.strip()[:-1])
+    return value
+
+
+def _not_reserved_queue(name: str) -> str:
+    if name.startswith("amq."):
+        raise ValueError("names starting with amq. are reserved by the broker")
+    return name
+
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,99}$")]
+FunctionName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,48}$")]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")]
+RoutingKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", max_length=255)]
+QueueName = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,255}$"), AfterValidator(_not_reserved_queue)
+]
+Memory = Annotated[str, Field(pattern=r"^[1-9][0-9]*(k|M|G|Ki|Mi|Gi)$")]
+Timeout = Annotated[int, BeforeValidator(_seconds), Field(ge=1, le=3600)]
+Email = Annotated[str, Field(pattern=r"^[a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com$")]
+SecretName = Annotated[
+    str, Field(pattern=r"^([A-Za-z0-9_-]{1,255}|projects/[^/\s]+/secrets/[A-Za-z0-9_-]{1,255})$")
+]
+SecretVersion = Annotated[str, Field(pattern=r"^(latest|[1-9][0-9]*)$")]
+MountPath = Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]+/[A-Za-z0-9_.-]+$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+class SecretRef(_Model):
+    """Where a secret setting comes from and who reads it (see README "Secrets")."""
+
+    secret: SecretName
+    version: SecretVersion = "latest"
+    # file: the platform mounts it (NAME_FILE); env: the platform injects it at instance start
+    # (NAME); runtime: our code reads Secret Manager (NAME_SECRET).
+    via: Literal["file", "env", "runtime"] = "file"
+    path: MountPath | None = None  # file only; default /secrets/<name>/value
+
+
+class Auth(_Model):
+    """AUTH_MODE and its options; the credentials are the AUTH_SECRETS secret."""
+
+    mode: Literal["bearer", "basic", "query-token", "standard-webhooks", "grafana-hmac"]
+    tolerance_seconds: Annotated[int | None, Field(ge=1, le=3600)] = None
+    timestamp_header: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9-]{1,100}$")] = None
+
+
+class Options(_Model):
+    """What `defaults` and every function entry may set."""
+
+    project: Annotated[str | None, Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")] = None
+    runtime: Annotated[str, Field(pattern=r"^python3[0-9]{2}$")] = "python312"
+    region: Annotated[str | None, Field(pattern=r"^[a-z]+-[a-z]+[0-9]+$")] = None
+    memory: Memory = "256Mi"
+    cpu: Annotated[float | None, Field(gt=0, le=8)] = None
+    timeout: Timeout = 60
+    min_instances: Annotated[int, Field(ge=0, le=1000)] = 0
+    max_instances: Annotated[int, Field(ge=1, le=1000)] = 100
+    concurrency: Annotated[int, Field(ge=1, le=1000)] = 1
+    workers: Annotated[int, Field(ge=1, le=32)] = 1
+    ingress: Literal["all", "internal-only", "internal-and-gclb"] = "all"
+    vpc_connector: Annotated[str | None, Field(pattern=r"^[a-z0-9/-]{1,300}$")] = None
+    egress: Literal["private-ranges-only", "all"] | None = None
+    service_account: Email | None = None
+    allow_unauthenticated: bool = False
+    auth: Auth | None = None
+    secrets: dict[EnvName, SecretRef] = {}
+    env: dict[EnvName, Annotated[str, Field(max_length=32768)]] = {}
+
+
+class Entry(Options):
+    """One function: its identity, and any override of the defaults."""
+
+    entry_point: Identifier | None = None  # default: the function's name
+    source: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_./-]+$")] = None  # functions/<name>
+    routing_key: RoutingKey
+    queue: QueueName | None = None  # default: <exchange>.<name>
+
+
+class Function(Entry):
+    """An entry with the defaults applied and every derived field filled in."""
+
+    name: FunctionName
+    entry_point: Identifier
+    queue: QueueName
+
+    @property
+    def exchange(self) -> str:
+        return self.env.get("AMQP_EXCHANGE", DEFAULT_EXCHANGE)
+
+    @property
+    def source_dir(self) -> Path:
+        return REPO / (self.source or f"functions/{self.name}")
+
+
+class Manifest(_Model):
+    defaults: Options = Options()
+    functions: Annotated[dict[FunctionName, Entry], Field(min_length=1)]
+
+
+def load_manifest(path: Path = MANIFEST) -> list[Function]:
+    """The functions of the manifest at `path`, defaults applied; ManifestError if invalid."""
+    where = _display(path)
+    try:
+        raw = _parse(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ManifestError(f"{where}: cannot read: {exc}") from exc
+    except ManifestError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ManifestError(_describe(where, exc)) from None
+    functions = [_resolve(manifest.defaults, name, e) for name, e in manifest.functions.items()]
+    problems = [f"{where}: functions.{fn.name}.{p}" for fn in functions for p in _problems(fn)]
+    for field in ("routing_key", "queue"):
+        seen: dict[str, str] = {}
+        for fn in functions:
+            value = getattr(fn, field)
+            if value in seen:
+                problems.append(
+                    f"{where}: functions.{fn.name}.{field}: {value!r} is also {seen[value]}'s"
+                )
+            seen.setdefault(value, fn.name)
+    if problems:
+        raise ManifestError("\n".join(problems))
+    return functions
+
+
+def _resolve(defaults: Options, name: str, entry: Entry) -> Function:
+    merged: dict[str, Any] = {
+        **dict(defaults),
+        **{field: getattr(entry, field) for field in entry.model_fields_set},
+    }
+    merged["env"] = {**defaults.env, **entry.env}
+    merged["secrets"] = {**defaults.secrets, **entry.secrets}
+    merged["entry_point"] = entry.entry_point or name
+    exchange = merged["env"].get("AMQP_EXCHANGE", DEFAULT_EXCHANGE)
+    merged["queue"] = entry.queue or f"{exchange}.{name}"
+    return Function(name=name, **merged)
+
+
+def _problems(fn: Function) -> list[str]:
+    """What pydantic cannot see field by field: required settings and combinations."""
+    problems = [
+        f"{field}: required (here or in defaults)"
+        for field in ("region", "service_account", "auth")
+        if getattr(fn, field) is None
+    ]
+    if fn.concurrency > 1 and (fn.cpu or 0) < 1:
+        problems.append(f"cpu: concurrency {fn.concurrency} needs cpu >= 1 (Cloud Run)")
+    if fn.egress and not fn.vpc_connector:
+        problems.append("egress: needs a vpc_connector")
+    if fn.min_instances > fn.max_instances:
+        problems.append(f"min_instances: {fn.min_instances} is above max_instances")
+    problems += [f"secrets.{name}: required" for name in REQUIRED_SECRETS if name not in fn.secrets]
+    for name, ref in fn.secrets.items():
+        if ref.via == "env" and ref.version == "latest":
+            problems.append(
+                f"secrets.{name}.version: pin a version for via: env (read once, at instance start)"
+            )
+        if ref.path and ref.via != "file":
+            problems.append(f"secrets.{name}.path: only for via: file")
+        if ref.via == "runtime" and "/" not in ref.secret and not fn.project:
+            problems.append(f"secrets.{name}.secret: a short name needs `project`")
+    mounts = [secret_mount_path(n, r) for n, r in fn.secrets.items() if r.via == "file"]
+    dirs = [m.rsplit("/", 1)[0] for m in mounts]
+    problems += [
+        f"secrets: mount folder {d} used twice (Cloud Run mounts one secret per folder)"
+        for d in sorted({d for d in dirs if dirs.count(d) > 1})
+    ]
+    for name in fn.env:
+        secret_setting = name.removesuffix("_FILE").removesuffix("_SECRET")
+        if RESERVED_ENV.fullmatch(name):
+            problems.append(f"env.{name}: set by deploy, the platform or `auth`, not here")
+        elif secret_setting in fn.secrets:
+            problems.append(f"env.{name}: {secret_setting} is a secret: set it under secrets")
+    if not (fn.source_dir / "main.py").is_file():
+        problems.append(f"source: {_display(fn.source_dir / 'main.py')} does not exist")
+    return problems
+
+
+def secret_mount_path(name: str, ref: SecretRef) -> str:
+    """Where a file secret is mounted: one folder per secret, as Cloud Run requires."""
+    return ref.path or f"/secrets/{name.lower().replace('_', '-')}/value"
+
+
+def _describe(where: str, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"])
+        lines.append(f"{where}: {location}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def _parse(text: str) -> Any:
+    """safe_load, refusing a key given twice (YAML would keep the last one silently)."""
+    pending = [yaml.compose(text, Loader=yaml.SafeLoader)]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, yaml.MappingNode):
+            keys = [key.value for key, _ in node.value]
+            for key, _ in node.value:
+                if keys.count(key.value) > 1:
+                    raise ManifestError(
+                        f"line {key.start_mark.line + 1}: duplicate key {key.value!r}"
+                    )
+            pending += [value for _, value in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            pending += node.value
+    return yaml.safe_load(text)

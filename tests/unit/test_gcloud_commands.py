@@ -1,0 +1,172 @@
+"""`python -m deploy deploy`: the exact gcloud commands, the dry-run and a missing gcloud."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deploy.__main__ import main
+from deploy.gcloud import deploy_command, gcloud_list
+from deploy.manifest import REPO, load_manifest
+
+OVERRIDES = """\
+defaults:
+  project: relay-prod-42
+  region: europe-west3
+  memory: 512Mi
+  cpu: 1
+  concurrency: 80
+  vpc_connector: onprem-connector
+  service_account: relay@relay-prod-42.iam.gserviceaccount.com
+  allow_unauthenticated: true
+  auth: {mode: bearer}
+  secrets:
+    AMQP_URL: {secret: amqp-url}
+    AMQP_CA_CERT: {secret: amqp-ca}
+    AMQP_CLIENT_CERT: {secret: amqp-cert}
+    AMQP_CLIENT_KEY: {secret: amqp-key}
+    AUTH_SECRETS: {secret: auth}
+  env: {AMQP_EXCHANGE: event-relay}
+functions:
+  login_bruteforce:
+    routing_key: security.login-bruteforce
+    entry_point: login_bruteforce
+    runtime: python313
+    region: us-central1
+    memory: 1Gi
+    cpu: 2
+    timeout: 30s
+    min_instances: 2
+    max_instances: 50
+    concurrency: 200
+    workers: 2
+    ingress: internal-and-gclb
+    vpc_connector: null
+    allow_unauthenticated: false
+    auth: {mode: grafana-hmac, tolerance_seconds: 120, timestamp_header: X-Ts}
+    env: {AMQP_URL_COMMENT_FREE: "a,b"}
+    secrets:
+      AUTH_SECRETS: {secret: grafana-key, via: env, version: "3"}
+      AMQP_URL: {secret: amqp-url, via: runtime, version: "7"}
+      AMQP_CA_CERT: {secret: amqp-ca, path: /etc/relay-ca/ca.pem}
+"""
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Path:
+    path = tmp_path / "functions.yaml"
+    path.write_text(OVERRIDES)
+    return path
+
+
+def test_a_function_with_overrides_gets_exactly_this_command(manifest: Path) -> None:
+    [fn] = load_manifest(manifest)
+
+    assert deploy_command(fn, Path("/b/login_bruteforce")) == [
+        "gcloud", "functions", "deploy", "login_bruteforce", "--gen2",
+        "--runtime=python313",
+        "--region=us-central1",
+        "--source=/b/login_bruteforce",
+        "--entry-point=login_bruteforce",
+        "--trigger-http",
+        # A value holds a comma: gcloud's ^@^ syntax switches the list delimiter.
+        "--set-env-vars=^@^FUNCTION_USE_ASGI=1@WORKERS=2@AUTH_MODE=grafana-hmac"
+        "@AUTH_TOLERANCE_SECONDS=120@AUTH_TIMESTAMP_HEADER=X-Ts@AMQP_EXCHANGE=event-relay"
+        "@AMQP_URL_COMMENT_FREE=a,b"
+        "@AMQP_URL_SECRET=projects/relay-prod-42/secrets/amqp-url/versions/7"
+        "@AMQP_CA_CERT_FILE=/etc/relay-ca/ca.pem"
+        "@AMQP_CLIENT_CERT_FILE=/secrets/amqp-client-cert/value"
+        "@AMQP_CLIENT_KEY_FILE=/secrets/amqp-client-key/value",
+        "--set-secrets=/etc/relay-ca/ca.pem=amqp-ca:latest,"
+        "/secrets/amqp-client-cert/value=amqp-cert:latest,"
+        "/secrets/amqp-client-key/value=amqp-key:latest,"
+        "AUTH_SECRETS=grafana-key:3",
+        "--min-instances=2",
+        "--max-instances=50",
+        "--concurrency=200",
+        "--cpu=2",
+        "--memory=1Gi",
+        "--timeout=30s",
+        "--clear-vpc-connector",
+        "--ingress-settings=internal-and-gclb",
+        "--no-allow-unauthenticated",
+        "--service-account=relay@relay-prod-42.iam.gserviceaccount.com",
+        "--project=relay-prod-42",
+    ]  # fmt: skip
+
+
+def test_the_repository_manifest_deploys_over_the_vpc_connector_without_google_auth() -> None:
+    fn = {f.name: f for f in load_manifest()}["vm_isolate"]
+
+    argv = deploy_command(fn, Path("/b/vm_isolate"))
+
+    assert argv[:5] == ["gcloud", "functions", "deploy", "vm_isolate", "--gen2"]
+    assert "--allow-unauthenticated" in argv
+    assert "--min-instances=1" in argv
+    assert "--egress-settings=private-ranges-only" in argv
+    assert any(a.startswith("--vpc-connector=projects/") for a in argv)
+    env = next(a for a in argv if a.startswith("--set-env-vars="))
+    assert "FUNCTION_USE_ASGI=1" in env
+    assert "AUTH_SECRETS_FILE=/secrets/auth-secrets/value" in env
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        (["A=1", "B=2"], "A=1,B=2"),
+        (["A=1", "B=x,y"], "^@^A=1@B=x,y"),
+        (["A=a@b", "B=x,y"], "^|^A=a@b|B=x,y"),
+        (["^A=1"], "^@^^A=1"),
+    ],
+)
+def test_list_arguments_escape_commas_the_gcloud_way(items: list[str], expected: str) -> None:
+    assert gcloud_list(items) == expected
+
+
+def test_dry_run_prints_one_shell_quoted_command_per_selected_function(
+    manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "--manifest",
+            str(manifest),
+            "deploy",
+            "--dry-run",
+            "--only",
+            "login_bruteforce",
+            "--build-dir",
+            str(tmp_path / "build"),
+        ]
+    )
+
+    [line] = capsys.readouterr().out.splitlines()
+    assert code == 0
+    [fn] = load_manifest(manifest)
+    assert shlex.split(line) == deploy_command(fn, tmp_path / "build" / "login_bruteforce")
+    assert not (tmp_path / "build").exists()  # a dry run changes nothing
+
+
+def test_only_an_unknown_function_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["deploy", "--dry-run", "--only", "vm_isolat"]) == 1
+    assert "--only vm_isolat: not in the manifest" in capsys.readouterr().err
+
+
+def test_a_missing_gcloud_is_one_clear_line_suggesting_dry_run(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path)}  # no gcloud there
+
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy", "deploy", "--build-dir", str(tmp_path / "build")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "gcloud is not installed" in done.stderr
+    assert "--dry-run" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "build").exists()
