@@ -1,24 +1,31 @@
-"""The HTTP pipeline every event function runs: check, authenticate, validate, publish, answer."""
+"""The HTTP pipeline every event function runs: check, authenticate, validate, publish, answer.
+
+`POST /` takes the canonical schema; `POST /<sender>` a sender's own payload, adapted by
+`shared.adapters` into one event per alert, each validated by the same model.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from shared.adapters import Adapter, Refusal, Routes, routes_from_env
 from shared.auth import Authenticator
-from shared.envelope import build_message
+from shared.envelope import Message, build_message
 from shared.errors import (
     AuthenticationError,
     MethodNotAllowedError,
-    NotFoundError,
     RelayError,
     RequestError,
+    ValidationFailedError,
 )
 from shared.logs import RequestRecord, set_trace
 from shared.problems import internal_error_response, problem_response
@@ -34,6 +41,7 @@ from shared.schemas import Event
 log = logging.getLogger("event_relay.request")
 
 IDEMPOTENCY_HEADER = "idempotency-key"
+RESOLVED = "resolved"  # suffix of the routing key and event type of a forwarded resolved alert
 _EVENT_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII: safe as an AMQP message_id
 
 
@@ -47,7 +55,7 @@ class EventType:
 
 
 class Relay:
-    """Turns one HTTP request into one confirmed message, or into a problem response."""
+    """Turns one HTTP request into confirmed messages, or into a problem response."""
 
     def __init__(
         self,
@@ -56,18 +64,21 @@ class Relay:
         authenticator: Authenticator,
         publisher: Publisher,
         max_body_bytes: int,
+        routes: Routes | None = None,
     ) -> None:
         self.event_type = event_type
         self._authenticator = authenticator
         self._publisher = publisher
         self._max_body_bytes = max_body_bytes
+        self._routes = routes or routes_from_env(event_type.name, event_type.model)
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         set_trace(request.headers.get("x-cloud-trace-context"))
         record: RequestRecord = {"event_type": self.event_type.name, "path": request.url.path}
+        batch: dict[str, Any] = {}  # a sender path's extra fields: sender, event_ids, refused...
         try:
-            response: Response = await self._relay(request, record)
+            response: Response = await self._relay(request, record, batch)
         except RelayError as error:
             record["problem"] = error.slug
             # An auth failure logs its reason; the caller only learns that it failed.
@@ -82,20 +93,23 @@ class Relay:
         record["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
         level = logging.INFO if response.status_code < 500 else logging.ERROR
         outcome = "accepted" if response.status_code < 300 else "refused"
-        log.log(level, "event %s", outcome, extra=dict(record))
+        log.log(level, "event %s", outcome, extra={**record, **batch})
         return response
 
-    async def _relay(self, request: Request, record: RequestRecord) -> Response:
+    async def _relay(
+        self, request: Request, record: RequestRecord, batch: dict[str, Any]
+    ) -> Response:
         if request.method != "POST":
             raise MethodNotAllowedError("Only POST is accepted.")
-        if request.url.path != "/":
-            raise NotFoundError(f"No event route at {request.url.path[:100]}.")
+        adapter = self._routes.adapter_for(request.url.path)
         body = await read_body(
             request.headers.get("content-length"), request.stream(), self._max_body_bytes
         )
         delivery_id = self._authenticator.verify(request.headers, request.query_params, body)
         check_json_content_type(request.headers.get("content-type"))
-        parse_json_object(body)
+        document = parse_json_object(body)
+        if adapter is not None:
+            return await self._relay_sender(adapter, document, record, batch)
         event = validate_event(self.event_type.model, body)
         event_id = delivery_id or _idempotency_key(request) or str(uuid.uuid4())
         record["event_id"] = event_id
@@ -108,6 +122,61 @@ class Relay:
         )
         await self._publisher.publish(message)
         return JSONResponse({"id": event_id, "routing_key": message.routing_key}, status_code=202)
+
+    async def _relay_sender(
+        self,
+        adapter: Adapter,
+        document: dict[str, Any],
+        record: RequestRecord,
+        batch: dict[str, Any],
+    ) -> Response:
+        """One message per alert; 202 once all are confirmed, listing the alerts refused."""
+        batch["sender"] = adapter.sender.name
+        candidates, skipped = adapter.candidates(document)
+        messages: list[Message] = []
+        refused: list[Refusal] = []
+        for candidate in candidates:
+            outcome = adapter.validate(candidate)
+            if isinstance(outcome, Refusal):
+                refused.append(outcome)
+                continue
+            suffix = f".{RESOLVED}" if candidate.resolved else ""
+            messages.append(
+                build_message(
+                    outcome,
+                    event_type=self.event_type.name + suffix,
+                    event_id=candidate.event_id,
+                    routing_key=self.event_type.routing_key + suffix,
+                )
+            )
+        ids = [m.id for m in messages]
+        batch.update(event_ids=ids, refused=[r.pointer for r in refused], skipped=skipped)
+        record["routing_key"] = self.event_type.routing_key
+        if ids:
+            record["event_id"] = ids[0]
+        if refused and not messages:
+            raise ValidationFailedError(
+                f"No alert matches the {self.event_type.model.__name__} schema.",
+                errors=[error for refusal in refused for error in refusal.errors],
+            )
+        await _publish_all(self._publisher, messages)
+        answer = {
+            "ids": ids,
+            "routing_key": self.event_type.routing_key,
+            "refused": [{"pointer": r.pointer, "errors": r.errors} for r in refused],
+            "skipped": skipped,
+        }
+        return JSONResponse(answer, status_code=202)
+
+
+async def _publish_all(publisher: Publisher, messages: list[Message]) -> None:
+    """Publish concurrently and wait for every confirm; the first failure is raised."""
+    results = await asyncio.gather(
+        *(publisher.publish(m) for m in messages), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _idempotency_key(request: Request) -> str | None:

@@ -1,0 +1,7 @@
+"""Sender adapters: Alertmanager, Grafana, Datadog, Cloud Monitoring and Splunk payloads,
+turned into canonical events by a mapping declared as data (`shared.adapters.mapping`)."""
+
+from shared.adapters.adapt import Adapter, Candidate, Refusal
+from shared.adapters.routes import SENDER_FORMATS, Routes, routes_from_env
+
+__all__ = ["SENDER_FORMATS", "Adapter", "Candidate", "Refusal", "Routes", "routes_from_env"]

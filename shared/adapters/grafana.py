@@ -1,0 +1,31 @@
+"""Grafana Alerting's webhook contact point (version "1"): Alertmanager's shape, plus `values`,
+`valueString` and links per alert.
+
+https://grafana.com/docs/grafana/latest/alerting/configure-notifications/manage-contact-points/integrations/webhook-notifier/
+"""
+
+from __future__ import annotations
+
+from shared.adapters.alertmanager import LABEL_BASED, A
+from shared.adapters.format import SenderFormat
+
+GRAFANA = SenderFormat(
+    name="grafana",
+    title="Grafana Alerting",
+    base={
+        **LABEL_BASED,
+        "source": "=grafana",
+        "details": {
+            **LABEL_BASED["details"],
+            "values": f"{A}.values",
+            "value_string": f"{A}.valueString | truncate(1000)",
+            "dashboard_url": f"{A}.dashboardURL",
+            "panel_url": f"{A}.panelURL",
+        },
+    },
+    by_name=(f"{A}.labels.{{field}}", f"{A}.annotations.{{field}}", f"{A}.values.{{field}}"),
+    identity=(f"{A}.fingerprint", f"{A}.startsAt", f"{A}.status"),
+    batch="alerts",
+    status=f"{A}.status",
+    resolved=frozenset({"resolved"}),
+)

@@ -1,0 +1,79 @@
+"""The mapping language's paths and transforms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.adapters.mapping import evaluate, parse_expression
+
+DOCUMENT = {
+    "alerts": [{"labels": {"instance": "a:1"}}, {"labels": {"instance": "b:2", "x.y": "dotted"}}],
+    "tags": ["env:prod", "host:web-01"],
+    "empty": "",
+    "nothing": None,
+}
+
+
+def value(spec: Any, document: Any = DOCUMENT, current: int | None = None) -> Any:
+    return evaluate(
+        parse_expression(spec, where="test"), document, current, {"crit": "critical"}
+    ).value
+
+
+@pytest.mark.parametrize(
+    ("spec", "current", "expected"),
+    [
+        ("alerts[].labels.instance", 1, "b:2"),
+        ("alerts[0].labels.instance", 1, "a:1"),
+        ('alerts[1].labels."x.y"', None, "dotted"),
+        ("alerts[5].labels.instance", None, None),
+        ("alerts.labels", None, None),
+        (["empty", "nothing", "=fallback"], None, "fallback"),
+        ("tags | tag(host)", None, "web-01"),
+        ("tags | tag(role)", None, None),
+        ("tags | first", None, "env:prod"),
+        ("=crit | severity", None, "critical"),
+        ("=bogus | severity", None, None),
+        ({"a": "tags | tag(host)", "b": "nothing"}, None, {"a": "web-01"}),
+        ({"b": "nothing"}, None, None),
+    ],
+)
+def test_paths_alternatives_and_objects(spec: Any, current: int | None, expected: Any) -> None:
+    assert value(spec, current=current) == expected
+
+
+@pytest.mark.parametrize(
+    ("transform", "given", "expected"),
+    [
+        ("strip_port", "web-01:9100", "web-01"),
+        ("strip_port", "10.0.0.5:9100", "10.0.0.5"),
+        ("strip_port", "[fe80::1]:9100", "fe80::1"),
+        ("strip_port", "fe80::1", "fe80::1"),
+        ("strip_port", "https://web-01.example.com:8443/health", "web-01.example.com"),
+        ("strip_port", "web-01", "web-01"),
+        ("int", "95", 95),
+        ("int", "95.0", 95),
+        ("int", "95.5", "95.5"),  # left for the schema to refuse
+        ("int", "NaN", "NaN"),
+        ("float", "93.5", 93.5),
+        ("float", "93.5%", 93.5),
+        ("float", "1e999", "1e999"),
+        ("text", 42, "42"),
+        ("lower", "WEB", "web"),
+        ("last_word", "project web-01", "web-01"),
+        ("first", "a, b", "a"),
+        ("first", ["x", "y"], "x"),
+        ("clean", " a\r\nb\x07 ", "a\nb"),
+        ("truncate(3)", "abcdef", "abc"),
+        ("time", "2026-11-25T07:30:00.123456789Z", "2026-11-25T07:30:00.123456Z"),
+        ("time", "2026-11-25T08:30:00.000+01:00", "2026-11-25T08:30:00.000+01:00"),
+        ("time", "0001-01-01T00:00:00Z", None),
+        ("time", 1795591800, "2026-11-25T07:30:00Z"),
+        ("time", "1795591800000", "2026-11-25T07:30:00Z"),
+        ("time", "yesterday", "yesterday"),
+    ],
+)
+def test_transforms(transform: str, given: Any, expected: Any) -> None:
+    assert value(f"v | {transform}", {"v": given}) == expected
