@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import cast
@@ -17,6 +18,7 @@ from shared.logs import configure_logging
 from shared.pipeline import EventType, Relay
 from shared.publisher import Publisher
 from shared.schemas import Event
+from shared.shutdown import call_on_sigterm
 
 HttpFunction = Callable[[Request], Awaitable[Response]]
 
@@ -25,23 +27,27 @@ def event_function(name: str, *, model: type[Event], routing_key: str) -> HttpFu
     """The async HTTP function `name`, relaying `model` events under `routing_key`.
 
     The configuration is checked now, so a bad deployment fails at start; the broker
-    connection is opened by the first request, in the worker process.
+    connection is opened by the first request, in the worker process, which also arranges
+    for SIGTERM to close it cleanly once the requests in flight are answered.
     """
     config = settings()
     configure_logging(config.log_level)
     check_broker_settings_at_start(config)
+    publisher = Publisher(
+        config.amqp_exchange,
+        publish_timeout=config.amqp_publish_timeout,
+        parameters=partial(connection_parameters, config),
+    )
     relay = Relay(
         EventType(name, model, routing_key),
         authenticator=authenticator_from_env(),
-        publisher=Publisher(
-            config.amqp_exchange,
-            publish_timeout=config.amqp_publish_timeout,
-            parameters=partial(connection_parameters, config),
-        ),
+        publisher=publisher,
         max_body_bytes=config.max_body_bytes,
     )
 
     async def function(request: Request) -> Response:
+        # No lifespan hook in ASGI mode: the worker's first request wires up the shutdown.
+        call_on_sigterm(asyncio.get_running_loop(), publisher.shut_down)
         return await relay.handle(request)
 
     # functions-framework finds the target by this name and needs a plain function.

@@ -5,12 +5,18 @@ own delivery tag, so many confirms are in flight at once with no threads and no 
 
 The connection is opened lazily by the first publish (the module is imported in the gunicorn
 master before it forks). A dropped connection is reopened by the next publish; a broker that
-cannot be reached gets an exponential back-off, during which requests fail fast with 503.
+cannot be reached, or that closes our channel, gets an exponential back-off, during which
+requests fail fast with 503. Failures are counted until a publish is confirmed again: a broker
+that accepts connections but refuses every publish (a missing exchange) still backs off.
+
+On SIGTERM, `shut_down()` lets the publishes in flight finish; the last one closes the
+connection cleanly before its response goes out (see `shared.shutdown`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -31,6 +37,7 @@ from shared.errors import (
     ConfigError,
     PublishRejectedError,
     PublishTimeoutError,
+    UnavailableError,
     UnroutableError,
 )
 
@@ -38,6 +45,7 @@ log = logging.getLogger("event_relay.publisher")
 
 BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 10.0
+CLOSE_TIMEOUT_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -45,6 +53,11 @@ T = TypeVar("T")
 def _resolve(future: asyncio.Future[T], value: T) -> None:
     if not future.done():
         future.set_result(value)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 @dataclass
@@ -56,10 +69,11 @@ class _InFlight:
 
 @dataclass
 class _Link:
-    """One open connection and its confirm-mode channel, with the deliveries awaiting a confirm."""
+    """One connection and its confirm-mode channel, with the deliveries awaiting a confirm."""
 
-    connection: Any
-    channel: Any
+    closed: asyncio.Future[None]
+    connection: Any = None
+    channel: Any = None
     in_flight: dict[int, _InFlight] = field(default_factory=dict)
     next_tag: int = 1
     blocked: bool = False
@@ -87,13 +101,36 @@ class Publisher:
         self._opening: asyncio.Future[_Link] | None = None
         self._failures = 0
         self._retry_at = 0.0
+        self._last_failure = "no connection yet"
+        self._active = 0  # publishes in progress
+        self._closing = False
+
+    def _claim(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind the publisher to this process and event loop: pika objects never cross loops."""
+        pid, owner = self._owner
+        if pid == os.getpid() and owner is loop:
+            return
+        if pid == os.getpid() and owner is not None and not owner.is_closed():
+            # Two live loops would share one connection and delivery-tag counter.
+            raise RuntimeError("this Publisher already serves another running event loop")
+        # After a fork the parent's connection is not ours to touch; a closed loop's is dead.
+        self._forget()
+        self._owner = (os.getpid(), loop)
 
     async def publish(self, message: Message) -> None:
         """Return once the broker confirmed `message`; raise an UnavailableError otherwise."""
-        loop = asyncio.get_running_loop()
-        if self._owner != (os.getpid(), loop):
-            self._forget()
-            self._owner = (os.getpid(), loop)
+        self._claim(asyncio.get_running_loop())
+        self._active += 1
+        try:
+            await self._publish(message)
+        finally:
+            self._active -= 1
+            if self._closing and self._active == 0:
+                # The last publish in flight at shutdown closes the connection before its
+                # response goes out: uvicorn waits for responses, then the worker dies at once.
+                await self._close_quietly()
+
+    async def _publish(self, message: Message) -> None:
         link: _Link | None = None
         try:
             async with asyncio.timeout(self._publish_timeout):
@@ -108,14 +145,31 @@ class Publisher:
                 f"no confirm from the broker within {self._publish_timeout:g} s"
             ) from None
 
+    async def shut_down(self) -> None:
+        """SIGTERM: close the connection now if no publish is in flight, else after the last."""
+        self._closing = True
+        if self._active == 0:
+            await self._close_quietly()
+
     async def close(self) -> None:
-        """Close the connection cleanly, e.g. on shutdown; in-flight deliveries get 503."""
+        """Close the connection cleanly; deliveries still awaiting a confirm get 503."""
+        if self._opening is not None:  # a connection being opened would outlive the close
+            with contextlib.suppress(UnavailableError):
+                await asyncio.shield(self._opening)
         link, self._link = self._link, None
-        if link is not None and link.connection.is_open:
-            closed = asyncio.get_running_loop().create_future()
-            link.connection.add_on_close_callback(lambda *_: _resolve(closed, None))
+        if link is None:
+            return
+        self._fail_in_flight(link, lambda: BrokerUnavailableError("the publisher is shutting down"))
+        if not (link.connection.is_closing or link.connection.is_closed):
             link.connection.close()
-            await asyncio.wait_for(closed, timeout=5)
+        await asyncio.wait_for(asyncio.shield(link.closed), CLOSE_TIMEOUT_SECONDS)
+        log.info("closed the broker connection")
+
+    async def _close_quietly(self) -> None:
+        try:
+            await self.close()
+        except Exception:
+            log.warning("the broker connection did not close cleanly", exc_info=True)
 
     # --- sending ------------------------------------------------------------------------
 
@@ -147,6 +201,8 @@ class Publisher:
         else:
             tags = [method.delivery_tag] if method.delivery_tag in link.in_flight else []
         acked = isinstance(method, pika.spec.Basic.Ack)
+        if acked:
+            self._failures = 0  # the broker works end to end again
         for tag in tags:
             delivery = link.in_flight.pop(tag)
             if delivery.confirmed.done():  # already returned as unroutable, or timed out
@@ -165,8 +221,7 @@ class Publisher:
         self, link: _Link, _channel: Any, method: Any, properties: Any, _body: bytes
     ) -> None:
         """A returned message arrives before its ack: fail the oldest matching delivery now."""
-        for delivery in sorted(link.in_flight.items()):
-            in_flight = delivery[1]
+        for _tag, in_flight in sorted(link.in_flight.items()):
             if in_flight.message_id == properties.message_id and not in_flight.confirmed.done():
                 log.error(
                     "broker returned an unroutable message",
@@ -182,11 +237,12 @@ class Publisher:
                 )
                 return
 
-    def _back_off(self) -> float:
+    def _back_off(self, cause: str) -> float:
         """Hold off the next connection attempt, doubling the wait with each failure."""
         delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**self._failures)
         self._failures += 1
         self._retry_at = time.monotonic() + delay * random.uniform(0.8, 1.0)  # noqa: S311
+        self._last_failure = cause
         return float(delay)
 
     # --- the connection -------------------------------------------------------------------
@@ -198,7 +254,8 @@ class Publisher:
             wait = self._retry_at - time.monotonic()
             if wait > 0:
                 raise BrokerUnavailableError(
-                    "the broker is unreachable; retrying shortly", retry_after=math.ceil(wait)
+                    f"the broker is unavailable ({self._last_failure}); retrying shortly",
+                    retry_after=math.ceil(wait),
                 )
             self._opening = asyncio.ensure_future(self._open())
         # Shielded: a request giving up must not cancel the connection the others wait for.
@@ -210,9 +267,10 @@ class Publisher:
                 parameters = self._parameters()
             except ConfigError as exc:
                 log.error("the broker settings are unusable: %s", exc)
+                self._back_off("the broker settings are unusable")
                 raise BrokerUnavailableError("the broker settings are unusable") from exc
             errors = []
-            for params in parameters:
+            for params in parameters:  # failover: the first broker that answers wins
                 try:
                     link = await self._connect(params)
                 # pika reports a failed handshake with several families of errors (its
@@ -220,9 +278,11 @@ class Publisher:
                 except Exception as exc:
                     errors.append(f"{params.host}:{params.port}: {exc!r}")
                     continue
-                self._link, self._failures, self._retry_at = link, 0, 0.0
+                if errors:
+                    log.warning("connected to a fallback broker", extra={"errors": errors})
+                self._link, self._retry_at = link, 0.0
                 return link
-            delay = self._back_off()
+            delay = self._back_off("cannot connect")
             log.error("cannot connect to the broker", extra={"errors": errors, "retry_in_s": delay})
             raise BrokerUnavailableError(
                 "cannot connect to the broker", retry_after=math.ceil(delay)
@@ -233,69 +293,82 @@ class Publisher:
     async def _connect(self, params: pika.ConnectionParameters) -> _Link:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[_Link] = loop.create_future()
+        link = _Link(closed=loop.create_future())
 
-        def fail(_connection: Any, error: BaseException | str) -> None:
-            if not ready.done():
-                ready.set_exception(error if isinstance(error, BaseException) else AMQPError(error))
+        def on_open_error(_connection: Any, error: BaseException | str) -> None:
+            _resolve(link.closed, None)
+            _fail(ready, error if isinstance(error, BaseException) else AMQPError(error))
 
         def on_open(connection: Any) -> None:
             connection.channel(on_open_callback=on_channel)
 
         def on_channel(channel: Any) -> None:
-            link = _Link(connection, channel)
-            channel.add_on_close_callback(
-                lambda _channel, reason: self._on_channel_closed(link, reason)
-            )
+            link.channel = channel
+            channel.add_on_close_callback(lambda _ch, reason: self._on_channel_closed(link, reason))
             channel.add_on_return_callback(lambda *args: self._on_return(link, *args))
-            connection.add_on_connection_blocked_callback(lambda *_: self._set_blocked(link, True))
-            connection.add_on_connection_unblocked_callback(
-                lambda *_: self._set_blocked(link, False)
-            )
             channel.confirm_delivery(
                 ack_nack_callback=lambda frame: self._on_confirm(link, frame),
                 callback=lambda _frame: _resolve(ready, link),
             )
 
         def on_close(_connection: Any, reason: BaseException) -> None:
-            fail(_connection, reason)
-            if self._link is not None and self._link.connection is _connection:
-                self._drop(self._link, f"connection closed: {reason!r}")
+            _resolve(link.closed, None)
+            _fail(ready, reason)
+            self._drop(link, f"connection closed: {reason!r}")
 
-        connection = AsyncioConnection(
+        link.connection = AsyncioConnection(
             params,
             on_open_callback=on_open,
-            on_open_error_callback=fail,
+            on_open_error_callback=on_open_error,
             on_close_callback=on_close,
             custom_ioloop=loop,
+        )
+        link.connection.add_on_connection_blocked_callback(lambda *_: self._set_blocked(link, True))
+        link.connection.add_on_connection_unblocked_callback(
+            lambda *_: self._set_blocked(link, False)
         )
         try:
             # pika's own stack timeout bounds the handshakes; this bounds the channel set-up too.
             return await asyncio.wait_for(ready, timeout=params.stack_timeout + 1)
         except BaseException:
-            if not (connection.is_closing or connection.is_closed):
-                connection.close()
+            if not (link.connection.is_closing or link.connection.is_closed):
+                link.connection.close()
             raise
 
     def _on_channel_closed(self, link: _Link, reason: BaseException) -> None:
         """The broker closes a channel on errors such as a missing exchange (404): back off."""
         if isinstance(reason, ChannelClosedByBroker):
-            self._back_off()
+            self._back_off(f"the broker closed the channel: {reason}")
+            log.error("the broker closed the channel", extra={"reason": str(reason)})
         self._drop(link, f"channel closed: {reason}")
 
     def _set_blocked(self, link: _Link, blocked: bool) -> None:
         link.blocked = blocked
         log.warning("broker %s publishers", "blocks" if blocked else "unblocked")
+        if blocked:
+            # RabbitMQ sends connection.blocked only once a publish arrives during an alarm,
+            # and holds that publish: answer it now rather than at the timeout.
+            self._fail_in_flight(
+                link,
+                lambda: BrokerBlockedError(
+                    "the broker blocks publishers (memory or disk alarm); "
+                    "the message may still be delivered once the alarm clears"
+                ),
+            )
 
     def _drop(self, link: _Link, reason: str) -> None:
         """Forget a broken link and fail what still waits on it; the next publish reconnects."""
         if self._link is link:
             self._link = None
             log.warning("dropping the broker connection: %s", reason)
-        for delivery in link.in_flight.values():
-            if not delivery.confirmed.done():
-                delivery.confirmed.set_exception(
-                    BrokerUnavailableError(f"no confirm from the broker: {reason}")
-                )
-        link.in_flight.clear()
+        self._fail_in_flight(
+            link, lambda: BrokerUnavailableError(f"no confirm from the broker: {reason}")
+        )
         if not (link.connection.is_closing or link.connection.is_closed):
             link.connection.close()
+
+    @staticmethod
+    def _fail_in_flight(link: _Link, error: Callable[[], UnavailableError]) -> None:
+        for delivery in link.in_flight.values():
+            _fail(delivery.confirmed, error())
+        link.in_flight.clear()
