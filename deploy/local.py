@@ -29,6 +29,7 @@ DEV = REPO / ".dev"
 EVENTS = REPO / "tests" / "events"
 # A developer's shell may hold settings for a real broker or Secret Manager: they would mix
 # with the local ones (and `NAME` plus `NAME_SECRET` is refused).
+SIGNED = ("standard-webhooks", "grafana-hmac")  # no curl one-liner: each request is signed
 FOREIGN_SETTINGS = ("AMQP_", "AUTH_", "SECRETS_", "SECRET_MANAGER_")
 
 
@@ -70,10 +71,12 @@ def run_local(
             )
             stack.callback(server.stop)
             server.start()
-            examples.append((fn, server.url + query, curl_auth))
+            examples.append((fn, server.url + query, curl_auth, secret))
         print()
-        for fn, url, curl_auth in examples:
+        for fn, url, curl_auth, secret in examples:
             print(f"{fn.name}  {url}  -> queue {fn.queue} ({fn.routing_key})")
+            if fn.auth and fn.auth.mode in SIGNED:
+                print(f"  {fn.auth.mode} signing key: {secret}")
             print(f"  {curl_example(fn, url, curl_auth)}\n", flush=True)
         say(f"function logs in {logs}; tailing the queues, Ctrl-C stops everything")
         try:
@@ -96,7 +99,7 @@ def dev_credentials(fn: Function) -> tuple[str, list[str], str]:
             return f"dev:{token}", ["-u", f"dev:{token}"], ""
         case "query-token":
             return token, [], f"?token={token}"
-        case "standard-webhooks" | "grafana-hmac":
+        case mode if mode in SIGNED:
             key = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
             return key, [], ""  # signed per request: the example says so
         case _:
@@ -109,6 +112,7 @@ def curl_example(fn: Function, url: str, curl_auth: list[str]) -> str:
     command = shlex.join(
         [
             "curl",
+            "-sS",
             "-i",
             *curl_auth,
             "-H",
@@ -118,8 +122,8 @@ def curl_example(fn: Function, url: str, curl_auth: list[str]) -> str:
             url,
         ]
     )
-    if fn.auth and fn.auth.mode in ("standard-webhooks", "grafana-hmac"):
-        command += f"   # add the {fn.auth.mode} signature headers (see .dev/logs)"
+    if fn.auth and fn.auth.mode in SIGNED:
+        command += f"   # add {fn.auth.mode} signature headers, signed with the key printed above"
     return command
 
 

@@ -1,0 +1,97 @@
+"""`python -m deploy local` as a developer runs it: curl the printed example, see the message in
+the tail, stop it, and find nothing left running."""
+
+from __future__ import annotations
+
+import queue
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import httpx
+import pytest
+
+from deploy.broker import MARKER_VAR, free_port
+from deploy.manifest import REPO
+
+
+class Output:
+    """Lines of a process's stdout, read on a thread so waiting can time out."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        assert process.stdout is not None
+        threading.Thread(target=self._read, args=(process.stdout,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._queue.put(line)
+
+    def wait_for(self, text: str, timeout: float = 90) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.lines.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no {text!r} within {timeout} s; output:\n{''.join(self.lines)}")
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Live processes started for the broker in `marker` (deploy.broker tags their env)."""
+    needle = f"{MARKER_VAR}={marker}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ours = entry.name.isdigit() and needle in (entry / "environ").read_bytes().split(b"\0")
+            if ours and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_printed_curl_gets_202_the_tail_shows_it_and_everything_stops(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deploy", "local", "--only", "vm_isolate",
+         "--dev-dir", str(tmp_path), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    output = Output(process)
+    try:
+        curl = shlex.split(output.wait_for("curl ").strip())
+        output.wait_for("tailing the queues")
+        headers = dict(h.split(": ", 1) for h in curl[curl.index("-H") + 1 :: 2] if ": " in h)
+        body = Path(curl[curl.index("--data-binary") + 1].removeprefix("@")).read_bytes()
+
+        response = httpx.post(curl[-1], content=body, headers=headers, timeout=30)
+
+        assert response.status_code == 202, response.text
+        output.wait_for(f"id={response.json()['id']}", timeout=30)
+        process.send_signal(stop_signal)
+        assert process.wait(timeout=90) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output.wait_for("dev: stopped", timeout=5)
+    assert not listening(port)
+    assert marked_pids(str((tmp_path / "broker").resolve())) == []
