@@ -1,0 +1,1 @@
+"""Local deployment helpers: a private RabbitMQ node for tests and `nox -s dev`."""
