@@ -15,7 +15,7 @@ import pytest
 
 from deploy.broker import BrokerNode
 from deploy.function_process import FunctionProcess
-from tests.e2e.conftest import Route, free_port, function_env
+from tests.e2e.conftest import Delivered, Route, free_port, function_env
 
 BINARY = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
 USER, PASSWORD = "alertmanager", "am-webhook-secret"
@@ -155,7 +155,7 @@ def test_each_firing_alert_of_alertmanagers_batch_lands_as_its_own_message(
     posted = httpx.post(f"{alertmanager.url}/api/v2/alerts", json=alerts, timeout=10)
     assert posted.status_code == 200, posted.text
 
-    messages = []
+    messages: list[Delivered] = []
     deadline = time.monotonic() + 30
     while len(messages) < 2 and time.monotonic() < deadline:
         messages += route.messages()
