@@ -1,10 +1,11 @@
-"""python -m deploy stage|deploy|topology|local|tail: the manifest's functions, built and run.
+"""python -m deploy stage|deploy|topology|local|tail|openapi: the manifest's functions.
 
     python -m deploy stage [--only NAME ...]          build/<name>/ upload folders
     python -m deploy deploy [--only NAME ...] [--dry-run]
     python -m deploy topology [--queue-type quorum|classic] [--dry-run]
     python -m deploy local [--port 8081]              what `nox -s dev` runs
     python -m deploy tail [--consume]                 print events as they arrive
+    python -m deploy openapi [--out DIR]              one OpenAPI 3.1 document per function
 
 `topology` and `tail` reach the broker with the functions' own AMQP_* settings.
 """
@@ -16,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from deploy import topology
+from deploy import openapi, topology
 from deploy.broker import BrokerError
 from deploy.gcloud import GcloudMissingError, deploy_command, require_gcloud, run
 from deploy.manifest import MANIFEST, REPO, Function, ManifestError, load_manifest
@@ -92,6 +93,10 @@ def _tail(args: argparse.Namespace, functions: list[Function]) -> None:
         connection.close()
 
 
+def _openapi(args: argparse.Namespace, functions: list[Function]) -> int:
+    return openapi.write(functions, args.out, args.server_url)
+
+
 def _selected(functions: list[Function], only: list[str] | None) -> list[Function]:
     if not only:
         return functions
@@ -139,6 +144,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="take them off the event queues (default: a private tap queue)",
     )
+    sub = command("openapi", _openapi, "write one OpenAPI 3.1 document per function")
+    openapi.add_arguments(sub)
     return parser
 
 
