@@ -1,0 +1,126 @@
+"""The publisher's bookkeeping without a broker: confirms, returns, alarms, back-off, ownership."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pika
+import pytest
+
+from shared.envelope import Message
+from shared.errors import (
+    BrokerBlockedError,
+    BrokerUnavailableError,
+    ConfigError,
+    PublishRejectedError,
+    UnroutableError,
+)
+from shared.publisher import Publisher, _InFlight, _Link
+
+MESSAGE = Message("vm.isolate", b"{}", pika.BasicProperties(message_id="m-1"))
+
+
+def unusable_settings() -> list[pika.ConnectionParameters]:
+    raise ConfigError("AMQP_URL is not set")
+
+
+def frame(method: Any) -> SimpleNamespace:
+    return SimpleNamespace(method=method)
+
+
+async def link_with(publisher: Publisher, *message_ids: str) -> _Link:
+    """A link whose deliveries 1..n await confirms, as `_send` leaves them."""
+    loop = asyncio.get_running_loop()
+    connection = SimpleNamespace(is_closing=False, is_closed=True)
+    link = _Link(closed=loop.create_future(), connection=connection)
+    for tag, message_id in enumerate(message_ids, start=1):
+        link.in_flight[tag] = _InFlight(message_id, "vm.isolate", loop.create_future())
+    link.next_tag = len(message_ids) + 1
+    publisher._link = link
+    return link
+
+
+def outcome(link_futures: list[asyncio.Future[None]]) -> list[str]:
+    return [
+        "pending"
+        if not f.done()
+        else ("ack" if f.exception() is None else type(f.exception()).__name__)
+        for f in link_futures
+    ]
+
+
+def test_acks_nacks_and_returns_reach_exactly_their_own_deliveries() -> None:
+    async def scenario() -> list[str]:
+        publisher = Publisher("x", publish_timeout=1, parameters=unusable_settings)
+        link = await link_with(publisher, "a", "b", "c", "d", "e")
+        futures = [d.confirmed for d in link.in_flight.values()]
+        returned = SimpleNamespace(
+            routing_key="vm.isolate", exchange="x", reply_code=312, reply_text="NO_ROUTE"
+        )
+        # A basic.return comes before the ack that covers its message.
+        publisher._on_return(link, None, returned, SimpleNamespace(message_id="b"), b"")
+        publisher._on_confirm(link, frame(pika.spec.Basic.Ack(delivery_tag=3, multiple=True)))
+        publisher._on_confirm(link, frame(pika.spec.Basic.Nack(delivery_tag=5, multiple=False)))
+        for future in futures:
+            if future.done():
+                future.exception()  # retrieved: no "never retrieved" warning
+        return outcome(futures)
+
+    assert asyncio.run(scenario()) == [
+        "ack",
+        UnroutableError.__name__,
+        "ack",
+        "pending",
+        PublishRejectedError.__name__,
+    ]
+
+
+def test_connection_blocked_answers_the_publishes_held_by_the_broker_at_once() -> None:
+    async def scenario() -> list[str]:
+        publisher = Publisher("x", publish_timeout=1, parameters=unusable_settings)
+        link = await link_with(publisher, "a", "b")
+        futures = [d.confirmed for d in link.in_flight.values()]
+        publisher._set_blocked(link, True)
+        with pytest.raises(BrokerBlockedError):
+            await publisher._send(link, MESSAGE)
+        return outcome(futures)
+
+    assert asyncio.run(scenario()) == [BrokerBlockedError.__name__] * 2
+
+
+def test_an_unusable_broker_backs_off_and_the_refusal_names_the_cause() -> None:
+    calls = []
+
+    def settings() -> list[pika.ConnectionParameters]:
+        calls.append(1)
+        raise ConfigError("AMQP_URL is not set")
+
+    async def scenario() -> list[BrokerUnavailableError]:
+        publisher = Publisher("x", publish_timeout=1, parameters=settings)
+        errors = []
+        for _ in range(2):
+            with pytest.raises(BrokerUnavailableError) as caught:
+                await publisher.publish(MESSAGE)
+            errors.append(caught.value)
+        return errors
+
+    _first, second = asyncio.run(scenario())
+    assert len(calls) == 1  # the second request did not try again during the back-off
+    assert "unusable" in second.detail
+    assert second.retry_after >= 1
+
+
+def test_one_publisher_never_serves_two_running_event_loops() -> None:
+    publisher = Publisher("x", publish_timeout=1, parameters=unusable_settings)
+    other = asyncio.new_event_loop()
+    try:
+        publisher._owner = (publisher._owner[0], other)  # as if `other` had published first
+        with pytest.raises(RuntimeError, match="another running event loop"):
+            asyncio.run(publisher.publish(MESSAGE))
+    finally:
+        other.close()
+    # Once that loop is closed, a new one may take over (a test client, a new worker loop).
+    with pytest.raises(BrokerUnavailableError):
+        asyncio.run(publisher.publish(MESSAGE))
