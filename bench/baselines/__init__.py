@@ -1,0 +1,1 @@
+"""The designs event-relay is measured against (benchmark only, never deployed)."""

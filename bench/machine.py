@@ -1,0 +1,114 @@
+"""What the benchmark ran on, and how busy the machine was with other work meanwhile."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = (
+    "functions-framework",
+    "gunicorn",
+    "uvicorn",
+    "uvicorn-worker",
+    "starlette",
+    "pika",
+    "pydantic",
+    "aio-pika",
+    "fastapi",
+    "flask",
+    "uvloop",
+    "httptools",
+)
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def describe(rabbitmq_version: str) -> dict[str, object]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "rabbitmq": rabbitmq_version,
+        "wrk": (wrk.stdout or wrk.stderr).splitlines()[0] if (wrk.stdout or wrk.stderr) else "",
+        "packages": versions,
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def _busy_ticks() -> int:
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return user + nice + system + irq + softirq + steal
+
+
+def _process_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(stat[11]) + int(stat[12])  # utime, stime
+    return total
+
+
+def _children_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuWindow:
+    """CPU used during a cell: by our processes (servers, broker, load generator), by the rest.
+
+    Call `start(pids)` before and `stop(pids)` after; the load generator is a child that has
+    exited by then, so its CPU comes from RUSAGE_CHILDREN.
+    """
+
+    def __init__(self) -> None:
+        self._machine = self._ours = 0
+        self._children = 0.0
+
+    def start(self, pids: list[int]) -> None:
+        self._machine, self._ours = _busy_ticks(), _process_ticks(pids)
+        self._children = _children_seconds()
+
+    def stop(self, pids: list[int], elapsed: float) -> dict[str, float]:
+        machine = (_busy_ticks() - self._machine) / TICKS
+        ours = (_process_ticks(pids) - self._ours) / TICKS + _children_seconds() - self._children
+        elapsed = max(elapsed, 1e-9)
+        return {
+            "machine_cores": round(machine / elapsed, 2),
+            "ours_cores": round(ours / elapsed, 2),
+            "others_cores": round(max(0.0, machine - ours) / elapsed, 2),
+        }
+
+
+def process_tree(root: int) -> list[int]:
+    """root and all its descendants."""
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                todo.extend(int(child) for child in task.read_text().split())
+            except OSError:
+                continue
+    return found

@@ -1,0 +1,128 @@
+"""The rows of the table: event-relay and the designs it is measured against.
+
+    a   event-relay: vm_isolate under functions-framework (ASGI), started as the manifest deploys it
+    b   naive: a functions-framework (Flask) function opening a new TLS connection per request
+    f   FastAPI under plain uvicorn, aio-pika on one robust connection, confirms, mandatory
+    c   a bare functions-framework ASGI hello world answering 202 without publishing
+    d   raw pika, no HTTP: one thread, one message at a time, each waiting for its confirm
+    a+  a with uvloop and httptools importable (the stretch goal)
+    f+  f with uvloop and httptools importable
+
+uvloop and httptools are installed for the + rows; the other rows hide them (bench/no_speedups
+on PYTHONPATH), because uvicorn and functions-framework pick them up whenever they are present.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bench.servers import ServerSpec, process_env
+from deploy.function_process import FunctionProcess
+from deploy.local import local_env
+from deploy.manifest import load_manifest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+BASELINES = BENCH / "baselines"
+NO_SPEEDUPS = BENCH / "no_speedups"
+EVENT_FILE = BENCH / "event.json"
+RELAY_FUNCTION = "vm_isolate"
+RELAY_DIR = REPO / "functions" / RELAY_FUNCTION
+
+HTTP_ROWS = ("a", "b", "f", "c")
+SPEEDUP_ROWS = ("a+", "f+")
+RAW_ROW = "d"
+ALL_ROWS = (*HTTP_ROWS, RAW_ROW, *SPEEDUP_ROWS)
+
+LABELS = {
+    "a": "event-relay: ASGI function, pika AsyncioConnection",
+    "b": "naive: Flask function, new TLS connection per request",
+    "f": "FastAPI + aio-pika (robust connection), plain uvicorn",
+    "c": "functions-framework ASGI hello world, no publish",
+    "d": "raw pika, one thread, one confirmed publish at a time",
+    "a+": "event-relay with uvloop + httptools",
+    "f+": "FastAPI + aio-pika with uvloop + httptools",
+}
+
+
+def deployed_env() -> dict[str, str]:
+    """The environment deploy/functions.yaml deploys vm_isolate with (WORKERS, FUNCTION_USE_ASGI,
+    AUTH_MODE, its env vars), as `nox -s dev` runs it: without the cloud's secret mounts."""
+    function = next(f for f in load_manifest() if f.name == RELAY_FUNCTION)
+    return local_env(function)
+
+
+def _function_command(name: str, source_dir: Path, python: str) -> tuple[str, ...]:
+    """functions-framework's command line exactly as deploy.function_process builds it."""
+    command = FunctionProcess(name, 0, {}, source_dir=source_dir, python=python).command()
+    command[command.index("--port") + 1] = "{port}"
+    return tuple(command)
+
+
+def server_specs(
+    broker_env: dict[str, str], token: str, *, python: str = sys.executable
+) -> dict[str, ServerSpec]:
+    """Every HTTP row, all on the same broker, all expecting `Authorization: Bearer <token>`
+    (except the hello world, which checks nothing)."""
+
+    def env(extra: dict[str, str], *, speedups: bool) -> dict[str, str]:
+        path = [REPO] if speedups else [NO_SPEEDUPS, REPO]
+        return process_env({**broker_env, **extra}, pythonpath=path)
+
+    deployed = deployed_env()
+    if deployed.get("AUTH_MODE") != "bearer":
+        raise ValueError(f"the bench sends a bearer token; the manifest deploys {deployed}")
+    relay_env = {**deployed, "AUTH_SECRETS": token}
+    baseline_env = {"BENCH_TOKEN": token}
+    relay = _function_command(RELAY_FUNCTION, RELAY_DIR, python)
+    uvicorn = (
+        python,
+        "-m",
+        "uvicorn",
+        "bench.baselines.fastapi_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+    )
+    return {
+        "a": ServerSpec("a", LABELS["a"], relay, env(relay_env, speedups=False), RELAY_DIR),
+        "b": ServerSpec(
+            "b",
+            LABELS["b"],
+            _function_command("vm_isolate", BASELINES / "naive", python),
+            env({**baseline_env, "FUNCTION_USE_ASGI": "0"}, speedups=False),
+            BASELINES / "naive",
+        ),
+        "f": ServerSpec("f", LABELS["f"], uvicorn, env(baseline_env, speedups=False), REPO),
+        "c": ServerSpec(
+            "c",
+            LABELS["c"],
+            _function_command("hello", BASELINES / "hello", python),
+            env({"FUNCTION_USE_ASGI": "1"}, speedups=False),
+            BASELINES / "hello",
+            publishes=False,
+        ),
+        "a+": ServerSpec(
+            "a+", LABELS["a+"], relay, env(relay_env, speedups=True), RELAY_DIR, cold_start=False
+        ),
+        "f+": ServerSpec(
+            "f+", LABELS["f+"], uvicorn, env(baseline_env, speedups=True), REPO, cold_start=False
+        ),
+    }
+
+
+def raw_command(python: str, seconds: float, max_messages: int) -> list[str]:
+    return [
+        python,
+        "-m",
+        "bench.baselines.raw_pika",
+        str(EVENT_FILE),
+        str(seconds),
+        str(max_messages),
+    ]
+
+
+def raw_env(broker_env: dict[str, str]) -> dict[str, str]:
+    return process_env(broker_env, pythonpath=[NO_SPEEDUPS, REPO])
