@@ -37,7 +37,11 @@ def lint(session: nox.Session) -> None:
 
 def deploy_cli(session: nox.Session, *args: str) -> None:
     install(session, "requirements-dev.txt")
-    session.run("python", "-m", "deploy", *args, *session.posargs)
+    # On Ctrl-C nox would SIGKILL the child after half a second: give `local` time to stop
+    # its functions and broker (it ignores further signals while it does).
+    session.run(
+        "python", "-m", "deploy", *args, *session.posargs, interrupt_timeout=2, terminate_timeout=60
+    )
 
 
 @nox.session(python=PYTHON)

@@ -14,7 +14,8 @@ import shlex
 import signal
 import socket
 import sys
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
 
@@ -49,7 +50,7 @@ def run_local(
     for name in [n for n in os.environ if n.startswith(FOREIGN_SETTINGS)]:
         del os.environ[name]
     ensure_rabbitmq_installed(install=True)  # installs only as root with apt, and says so
-    with ExitStack() as stack:
+    with ExitStack() as stack, _shielded_exit():
         say(f"starting a private RabbitMQ node with mutual TLS in {dev_dir / 'broker'} ...")
         node = start_broker(dev_dir / "broker", purpose="dev")
         stack.callback(_stop_broker, node)
@@ -140,6 +141,17 @@ def _port(wanted: int) -> int:
 def _stop_broker(node: BrokerNode) -> None:
     node.stop()
     say("stopped")
+
+
+@contextmanager
+def _shielded_exit() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM once stopping starts: a second one (nox sends SIGTERM after
+    Ctrl-C) must not cut the cleanup short and leave the broker running."""
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
