@@ -490,8 +490,9 @@ def test_other_paths_are_a_404_or_served_at_root_only(
 ) -> None:
     response = post(server.url.rstrip("/") + path)
 
-    if path.startswith("/?"):
-        assert response.status_code == 202  # the query is not part of the path
+    if path in ("/?x=1/..", "//"):
+        # The query is not part of the path; a trailing slash is dropped (sender paths).
+        assert response.status_code == 202
         route.messages()
         return
     assert_problem(response, 404, "not-found")
