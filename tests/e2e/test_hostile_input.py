@@ -602,3 +602,66 @@ def test_random_json_gets_202_or_4xx_and_one_message_per_202(
     assert accepted > 0, f"{name}: no random event was accepted; the test reaches no publish"
     assert catch_all.count() == accepted
     assert len({s for s in tally.statuses if s != 202}) > 1  # several kinds of refusal
+
+
+SENDER_PATHS = ["alertmanager", "grafana", "datadog", "cloud-monitoring", "splunk"]
+
+
+def sender_sample(sender: str) -> Any:
+    path = EVENTS / "senders" / f"{sender.replace('-', '_')}.json"
+    candidates = [path, *sorted((EVENTS / "senders").glob(f"{sender.replace('-', '_')}*.json"))]
+    for candidate in candidates:
+        if candidate.exists():
+            return json.loads(candidate.read_text())
+    return {}
+
+
+def test_random_json_on_sender_paths_gets_202_or_4xx_and_one_message_per_id(
+    any_function: tuple[str, FunctionProcess, Route],
+) -> None:
+    """Sender paths (served by default) may relay a batch: the 202 lists one id per message."""
+    name, server, catch_all = any_function
+    catch_all.messages()
+    published_ids: list[str] = []
+    statuses: list[int] = []
+
+    def mutated(sample: Any) -> st.SearchStrategy[Any]:
+        if not isinstance(sample, dict) or not sample:
+            return JSON
+        keys = st.sampled_from([*sample, "unknown"])
+        return st.builds(
+            lambda changes: {**sample, **changes}, st.dictionaries(keys, JSON, max_size=2)
+        )
+
+    with httpx.Client(timeout=30) as client:
+
+        @settings(
+            max_examples=100,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(data=st.data(), sender=st.sampled_from(SENDER_PATHS))
+        def send(data: st.DataObject, sender: str) -> None:
+            document = data.draw(
+                JSON | mutated(sender_sample(sender)) | st.just(sender_sample(sender))
+            )
+            response = client.post(
+                f"{server.url}{sender}",
+                content=json.dumps(document).encode(),
+                headers={"content-type": "application/json"},
+            )
+            assert response.status_code == 202 or 400 <= response.status_code < 500, (
+                sender,
+                response.status_code,
+                response.text[:300],
+            )
+            statuses.append(response.status_code)
+            if response.status_code == 202:
+                published_ids.extend(response.json()["ids"])
+
+        send()
+
+    if name == "vm_isolate":  # the sender samples map to vm_isolate without SENDER_MAPPINGS
+        assert 202 in statuses
+    assert catch_all.count() == len(published_ids)
