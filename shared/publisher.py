@@ -121,16 +121,6 @@ class Publisher:
         """Return once the broker confirmed `message`; raise an UnavailableError otherwise."""
         self._claim(asyncio.get_running_loop())
         self._active += 1
-        try:
-            await self._publish(message)
-        finally:
-            self._active -= 1
-            if self._closing and self._active == 0:
-                # The last publish in flight at shutdown closes the connection before its
-                # response goes out: uvicorn waits for responses, then the worker dies at once.
-                await self._close_quietly()
-
-    async def _publish(self, message: Message) -> None:
         link: _Link | None = None
         try:
             async with asyncio.timeout(self._publish_timeout):
@@ -144,6 +134,12 @@ class Publisher:
             raise PublishTimeoutError(
                 f"no confirm from the broker within {self._publish_timeout:g} s"
             ) from None
+        finally:
+            self._active -= 1
+            if self._closing and self._active == 0:
+                # The last publish in flight at shutdown closes the connection before its
+                # response goes out: uvicorn waits for responses, then the worker dies at once.
+                await self._close_quietly()
 
     async def shut_down(self) -> None:
         """SIGTERM: close the connection now if no publish is in flight, else after the last."""
