@@ -64,8 +64,9 @@ def ensure_rabbitmq_installed(*, install: bool) -> None:
     if SERVER.exists():
         return
     if not (install and os.geteuid() == 0 and shutil.which("apt-get")):
-        raise BrokerError(f"{SERVER} is missing: install RabbitMQ with `{INSTALL_COMMAND}`"
-                          " (as root)")
+        raise BrokerError(
+            f"{SERVER} is missing: install RabbitMQ with `{INSTALL_COMMAND}` (as root)"
+        )
     # Debian starts the default node after installing it; we never touch that node.
     print(f"deploy.broker: {SERVER} is missing, running {INSTALL_COMMAND}", file=sys.stderr)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -104,12 +105,14 @@ def issue_tls_files(directory: Path) -> TlsFiles:
     """A new CA, a server cert for localhost and 127.0.0.1, and a client cert, as PEM files."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     ca = trustme.CA(organization_name="event-relay test CA")
-    tls = TlsFiles(*(directory / n for n in ("ca.pem", "server.pem", "server.key",
-                                             "client.pem", "client.key")))
+    tls = TlsFiles(
+        *(directory / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key"))
+    )
     _write(tls.ca_cert, ca.cert_pem.bytes())
     _write_leaf(ca.issue_cert(HOST, "127.0.0.1"), tls.server_cert, tls.server_key)
-    _write_leaf(ca.issue_cert(CLIENT_NAME, common_name=CLIENT_NAME), tls.client_cert,
-                tls.client_key)
+    _write_leaf(
+        ca.issue_cert(CLIENT_NAME, common_name=CLIENT_NAME), tls.client_cert, tls.client_key
+    )
     return tls
 
 
@@ -203,8 +206,9 @@ def _epmd_names(epmd_port: int) -> str | None:
     return reply[4:].decode(errors="replace")  # after epmd's own port number
 
 
-def _wait_until(ready: Callable[[], bool], what: str, proc: subprocess.Popen[bytes],
-                timeout: float = 60) -> None:
+def _wait_until(
+    ready: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], timeout: float = 60
+) -> None:
     """Poll ready() until it holds; fail early if proc exits meanwhile."""
     deadline = time.monotonic() + timeout
     while not ready():
@@ -242,8 +246,10 @@ class BrokerNode:
 
     def url(self, *, host: str | None = None, port: int | None = None) -> str:
         """amqps URL with the credentials, for the default vhost."""
-        return (f"amqps://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
-                f"@{host or self.host}:{port or self.port}/%2F")
+        return (
+            f"amqps://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
+            f"@{host or self.host}:{port or self.port}/%2F"
+        )
 
     def client_env(self) -> dict[str, str]:
         """The environment a function needs to publish to this node."""
@@ -286,23 +292,34 @@ class BrokerNode:
         log = (self.base_dir / "log" / "server.out").open("ab")
         with log:
             self._server = subprocess.Popen(
-                [str(SERVER)], env=self._env, cwd=self.base_dir, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [str(SERVER)],
+                env=self._env,
+                cwd=self.base_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             # await_startup fails at once while the Erlang node is not yet registered with
             # epmd (the first second or so), and waits for the boot only after that.
             short_name = self.node_name.split("@")[0]
-            _wait_until(lambda: f"name {short_name} at port" in (_epmd_names(self.epmd_port) or ""),
-                        "registering with epmd", self._server)
+            _wait_until(
+                lambda: f"name {short_name} at port" in (_epmd_names(self.epmd_port) or ""),
+                "registering with epmd",
+                self._server,
+            )
             self.ctl("await_startup", "--timeout", "60", timeout=90)
             # The node reports itself started even when its listener failed (eaddrinuse):
             # check that it is really our node that answers TLS on the port.
             self._check_tls_listener()
         except BrokerError as exc:
             self.stop_node()
-            raise BrokerError(f"node {self.node_name} did not start: {exc}\n"
-                              f"--- from its logs in {self.base_dir / 'log'} ---\n"
-                              f"{self._log_excerpt()}") from exc
+            raise BrokerError(
+                f"node {self.node_name} did not start: {exc}\n"
+                f"--- from its logs in {self.base_dir / 'log'} ---\n"
+                f"{self._log_excerpt()}"
+            ) from exc
 
     def stop_node(self) -> None:
         """Stop the node cleanly (SIGTERM/SIGKILL on a timeout); epmd keeps running."""
@@ -333,13 +350,20 @@ class BrokerNode:
     def ctl(self, *args: str, timeout: float = 60) -> str:
         """Run `rabbitmqctl -n NODE ARGS...` against this node; its stdout."""
         try:
-            done = subprocess.run([str(CTL), "-n", self.node_name, *args], env=self._env,
-                                  capture_output=True, text=True, timeout=timeout)
+            done = subprocess.run(
+                [str(CTL), "-n", self.node_name, *args],
+                env=self._env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired as exc:
             raise BrokerError(f"rabbitmqctl {' '.join(args)}: no answer in {timeout} s") from exc
         if done.returncode != 0:
-            raise BrokerError(f"rabbitmqctl {' '.join(args)} failed ({done.returncode}): "
-                              f"{(done.stderr or done.stdout).strip()}")
+            raise BrokerError(
+                f"rabbitmqctl {' '.join(args)} failed ({done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()}"
+            )
         return done.stdout
 
     def __enter__(self) -> BrokerNode:
@@ -347,8 +371,12 @@ class BrokerNode:
             self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     # -- internals --
@@ -360,8 +388,12 @@ class BrokerNode:
         with log:
             self._epmd = subprocess.Popen(
                 ["epmd", "-port", str(self.epmd_port), "-address", "127.0.0.1"],
-                env=self._env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         epmd_port = self.epmd_port
         _wait_until(lambda: _epmd_names(epmd_port) is not None, "epmd", self._epmd, timeout=10)
 
@@ -369,8 +401,10 @@ class BrokerNode:
         context = ssl.create_default_context(cafile=str(self.tls.ca_cert))
         context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw, \
-                    context.wrap_socket(raw, server_hostname=self.host):
+            with (
+                socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname=self.host),
+            ):
                 pass  # the handshake proved the server holds our server cert
         except OSError as exc:  # ssl.SSLError included
             raise BrokerError(f"no TLS listener of ours on 127.0.0.1:{self.port}: {exc}") from exc
@@ -389,7 +423,9 @@ class BrokerNode:
         # creates only `relay` with full permissions on `/`, and no `guest` at all. A test that
         # passes thus proves the URL's credentials are the ones used, and no well-known login
         # exists. The user survives restarts with the data folder.
-        _write(base / "rabbitmq.conf", f"""\
+        _write(
+            base / "rabbitmq.conf",
+            f"""\
 listeners.tcp = none
 listeners.ssl.default = 127.0.0.1:{self.port}
 ssl_options.cacertfile = {tls.ca_cert}
@@ -402,34 +438,44 @@ ssl_options.versions.2 = tlsv1.2
 default_vhost = /
 default_user = {self.user}
 default_pass = {self.password}
-""".encode(), 0o600)
+""".encode(),
+            0o600,
+        )
         # Inherited RABBITMQ_*/ERL_* settings would undo the isolation.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
-        env.update({
-            MARKER_VAR: str(base),
-            "HOME": str(base / "home"),
-            "LC_ALL": "C.UTF-8",  # the CLI (Elixir) warns on a non-UTF-8 locale
-            "RABBITMQ_NODENAME": self.node_name,
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-            "RABBITMQ_DIST_PORT": str(self.dist_port),
-            # Erlang distribution listens on every interface unless told otherwise.
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
-            "ERL_EPMD_PORT": str(self.epmd_port),
-            "ERL_EPMD_ADDRESS": "127.0.0.1",
-            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
-            "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
-            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(base / "log"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
-            "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
-        })
+        env.update(
+            {
+                MARKER_VAR: str(base),
+                "HOME": str(base / "home"),
+                "LC_ALL": "C.UTF-8",  # the CLI (Elixir) warns on a non-UTF-8 locale
+                "RABBITMQ_NODENAME": self.node_name,
+                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+                "RABBITMQ_DIST_PORT": str(self.dist_port),
+                # Erlang distribution listens on every interface unless told otherwise.
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": (
+                    "-kernel inet_dist_use_interface {127,0,0,1}"
+                ),
+                "ERL_EPMD_PORT": str(self.epmd_port),
+                "ERL_EPMD_ADDRESS": "127.0.0.1",
+                "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+                "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
+                "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+                "RABBITMQ_LOG_BASE": str(base / "log"),
+                "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+                "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
+            }
+        )
         return env
 
     def _log_excerpt(self, lines: int = 20) -> str:
         """The node's first error lines, else the end of its logs: why it did not start."""
         logs = sorted((self.base_dir / "log").iterdir(), key=lambda p: p.stat().st_mtime)
-        text = [line for log in logs if log.is_file()
-                for line in log.read_text(errors="replace").splitlines()]
+        text = [
+            line
+            for log in logs
+            if log.is_file()
+            for line in log.read_text(errors="replace").splitlines()
+        ]
         # The shutdown we forced after a failed start buries the cause at the end of the log.
         errors = [ln for ln in text if "[error]" in ln]
         return "\n".join(errors[:lines] or text[-lines:])

@@ -59,8 +59,9 @@ def broker_connection_params(
     """
     context = ssl.create_default_context(cafile=str(ca_cert or node.tls.ca_cert))
     if send_client_cert:
-        context.load_cert_chain(str(client_cert or node.tls.client_cert),
-                                str(client_key or node.tls.client_key))
+        context.load_cert_chain(
+            str(client_cert or node.tls.client_cert), str(client_key or node.tls.client_key)
+        )
     return pika.ConnectionParameters(
         host=node.host,
         port=port or node.port,
