@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -70,8 +69,9 @@ def server(
     tmp_path: Path,
 ) -> Iterator[tuple[FunctionProcess, Route]]:  # fmt: skip
     route = make_route("disk.space-low")
-    env = function_env(broker, route.exchange)
-    process = IsolatedFunction(
+    # FunctionProcess puts the repository on PYTHONPATH; only the staged folder may count here.
+    env = function_env(broker, route.exchange, PYTHONPATH="")
+    process = FunctionProcess(
         NAME,
         free_port(),
         env,
@@ -81,19 +81,6 @@ def server(
     )
     with process:
         yield process, route
-
-
-class IsolatedFunction(FunctionProcess):
-    """FunctionProcess without the repository on PYTHONPATH: only the staged folder counts."""
-
-    def start(self, *, wait: float = 30.0) -> FunctionProcess:
-        saved = os.environ.pop("PYTHONPATH", None)
-        self._env = {**self._env, "PYTHONPATH": ""}  # FunctionProcess sets it to the repo
-        try:
-            return super().start(wait=wait)
-        finally:
-            if saved is not None:
-                os.environ["PYTHONPATH"] = saved
 
 
 def test_the_staged_function_serves_from_a_fresh_venv(
@@ -108,5 +95,6 @@ def test_the_staged_function_serves_from_a_fresh_venv(
     assert message.body["data"]["mount_point"] == "/var/lib/postgresql"
     # Served from the staged folder, not the repository.
     assert process.process is not None
-    cwd = Path(f"/proc/{process.process.pid}/cwd").resolve()
-    assert cwd == staged.resolve()
+    proc = Path(f"/proc/{process.process.pid}")
+    assert (proc / "cwd").resolve() == staged.resolve()
+    assert b"PYTHONPATH=" in (proc / "environ").read_bytes().split(b"\0")  # empty: no repo
