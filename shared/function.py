@@ -18,6 +18,7 @@ from shared.logs import configure_logging
 from shared.pipeline import EventType, Relay
 from shared.publisher import Publisher
 from shared.schemas import Event
+from shared.secrets import close_client
 from shared.shutdown import call_on_sigterm
 
 HttpFunction = Callable[[Request], Awaitable[Response]]
@@ -44,6 +45,9 @@ def event_function(name: str, *, model: type[Event], routing_key: str) -> HttpFu
         publisher=publisher,
         max_body_bytes=config.max_body_bytes,
     )
+    # The checks may have read secrets from Secret Manager in the gunicorn master: gRPC is
+    # not fork-safe, so its channel must be closed before the workers are forked.
+    close_client()
 
     async def function(request: Request) -> Response:
         # No lifespan hook in ASGI mode: the worker's first request wires up the shutdown.

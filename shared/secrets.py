@@ -79,8 +79,14 @@ def read_secret(name: str) -> str | None:
 
 def clear_cache() -> None:
     """Forget cached values and the Secret Manager client (tests)."""
-    global _client
     _cache.clear()
+    close_client()
+
+
+def close_client() -> None:
+    """Close the Secret Manager channel; the next read opens a new one. Called after the
+    start-up checks, so no gRPC channel is open when the server forks its workers."""
+    global _client
     with _client_lock:
         if _client is not None:
             _client[1].transport.close()  # type: ignore[no-untyped-call]
