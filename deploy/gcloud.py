@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ def runtime_env(fn: Function) -> dict[str, str]:
             env["AUTH_TOLERANCE_SECONDS"] = str(fn.auth.tolerance_seconds)
         if fn.auth.timestamp_header is not None:
             env["AUTH_TIMESTAMP_HEADER"] = fn.auth.timestamp_header
+    env.update(sender_env(fn))
     env.update(fn.env)
     for name, ref in fn.secrets.items():
         if ref.via == "file":
@@ -39,6 +41,20 @@ def runtime_env(fn: Function) -> dict[str, str]:
                 ref.secret if "/" in ref.secret else f"projects/{fn.project}/secrets/{ref.secret}"
             )
             env[f"{name}_SECRET"] = f"{path}/versions/{ref.version}"
+    return env
+
+
+def sender_env(fn: Function) -> dict[str, str]:
+    """The SENDER* settings of `senders` (shared/adapters/routes.py), only where not default."""
+    senders, env = fn.senders, {}
+    if senders.paths is not None:
+        env["SENDERS"] = ",".join(senders.paths)
+    if senders.default != "canonical":
+        env["SENDER_DEFAULT"] = senders.default
+    if senders.forward_resolved:
+        env["SENDER_FORWARD_RESOLVED"] = "1"
+    if senders.mappings:
+        env["SENDER_MAPPINGS"] = json.dumps(senders.mappings, separators=(",", ":"))
     return env
 
 

@@ -12,7 +12,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML in requirements-lint
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from shared.adapters.mapping import parse_expression
+from shared.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "deploy" / "functions.yaml"
@@ -26,11 +37,12 @@ REQUIRED_SECRETS = (
     "AUTH_SECRETS",
 )
 # Env names the manifest must not set: deploy sets them itself (FUNCTION_USE_ASGI, WORKERS, AUTH_*
-# from `auth`), they are the platform's (PORT, K_*, X_GOOGLE_*), ignored (THREADS), or traps
+# from `auth`, SENDER* from `senders`), they are the platform's (PORT, K_*, X_GOOGLE_*), ignored
+# (THREADS), or traps
 # (DEBUG switches functions-framework to Werkzeug's debugger; AUTH_DISABLED is local only).
 RESERVED_ENV = re.compile(
     r"FUNCTION_USE_ASGI|FUNCTION_TARGET|WORKERS|THREADS|DEBUG|PORT|K_[A-Z_]+|X_GOOGLE_[A-Z0-9_]*"
-    r"|AUTH_MODE|AUTH_TOLERANCE_SECONDS|AUTH_TIMESTAMP_HEADER|AUTH_DISABLED"
+    r"|AUTH_MODE|AUTH_TOLERANCE_SECONDS|AUTH_TIMESTAMP_HEADER|AUTH_DISABLED|SENDERS|SENDER_[A-Z_]+"
 )
 
 
@@ -91,6 +103,29 @@ class Auth(_Model):
     timestamp_header: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9-]{1,100}$")] = None
 
 
+SenderName = Literal["alertmanager", "grafana", "datadog", "cloud-monitoring", "splunk"]
+
+
+class Senders(_Model):
+    """The sender payloads a function accepts (README "Senders"): SENDER_* env vars."""
+
+    paths: list[SenderName] | None = None  # POST <url>/<sender>; default: every sender
+    default: Literal["canonical"] | SenderName = "canonical"  # the format of a plain POST <url>
+    forward_resolved: bool = False  # publish resolved alerts under <routing_key>.resolved
+    mappings: dict[SenderName, dict[str, Any]] = {}  # {sender: {field: expression}}
+
+    @model_validator(mode="after")
+    def _expressions_parse(self) -> Senders:
+        for sender, fields in self.mappings.items():
+            for field, spec in fields.items():
+                if spec is not None:  # null drops a default mapping
+                    try:
+                        parse_expression(spec, where=f"mappings.{sender}.{field}")
+                    except ConfigError as exc:
+                        raise ValueError(str(exc)) from None
+        return self
+
+
 class Options(_Model):
     """What `defaults` and every function entry may set."""
 
@@ -110,6 +145,7 @@ class Options(_Model):
     service_account: Email | None = None
     allow_unauthenticated: bool = False
     auth: Auth | None = None
+    senders: Senders = Senders()
     secrets: dict[EnvName, SecretRef] = {}
     env: dict[EnvName, Annotated[str, Field(max_length=32768)]] = {}
 
