@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml  # type: ignore[import-untyped]  # no types-PyYAML in requirements-lint
+import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,

@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 from pika.adapters.blocking_connection import BlockingChannel
 
 from deploy.__main__ import main
