@@ -12,7 +12,7 @@ nox.options.reuse_venv = "yes"
 nox.options.default_venv_backend = "venv"
 
 PYTHON = "3.11"
-LINTED = ["shared", "functions", "deploy", "tests", "noxfile.py"]
+LINTED = ["shared", "functions", "deploy", "tests", "bench", "noxfile.py"]
 
 
 def install(session: nox.Session, requirements: str) -> None:
