@@ -81,7 +81,7 @@ def plan(functions: Iterable[Function], queue_type: QueueType = "quorum") -> lis
 def connect() -> BlockingConnection:
     """A connection from the same AMQP_* settings (and secrets) the functions use."""
     try:
-        return pika.BlockingConnection(connection_parameters(Settings()))
+        return pika.BlockingConnection(connection_parameters(Settings.from_env()))
     except AMQPConnectionError as exc:
         raise TopologyError(f"cannot connect to the broker: {exc!r}") from exc
 

@@ -17,18 +17,23 @@ Environment variables; `shared.secrets` resolves the secret ones (NAME, NAME_FIL
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import cache
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import ConfigError
 
 
-class Settings(BaseSettings):
-    """Non-secret settings; names are the upper-case field names."""
+class Settings(BaseModel):
+    """Non-secret settings; each is read from the variable named like the field, upper-cased.
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+    A plain model rather than pydantic-settings: importing that costs ~20 ms of every cold
+    start, for a job that is one dictionary comprehension here.
+    """
+
+    model_config = ConfigDict(frozen=True)
 
     amqp_exchange: str = Field("event-relay", min_length=1, max_length=255)
     amqp_publish_timeout: float = Field(5.0, gt=0, le=300)
@@ -39,12 +44,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(256 * 1024, gt=0, le=10 * 1024 * 1024)
     log_level: str = "INFO"
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Settings from `environ`; an unset variable keeps the field's default."""
+        names = {name.upper(): name for name in cls.model_fields}
+        return cls.model_validate({names[k]: v for k, v in environ.items() if k in names})
+
 
 @cache
 def settings() -> Settings:
     """The process's settings; a bad value raises ConfigError naming the variable."""
     try:
-        return Settings()
+        return Settings.from_env()
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in exc.errors()

@@ -35,7 +35,7 @@ def cloud_event_type(event_type: str) -> str:
 def build_message(event: Event, *, event_type: str, event_id: str, routing_key: str) -> Message:
     """Wrap a validated event in its envelope; `time` is when event-relay received it."""
     received = datetime.now(UTC)
-    envelope = {
+    attributes = {
         "specversion": "1.0",
         "id": event_id,
         "source": f"/{APP_ID}/{event_type}",
@@ -43,7 +43,6 @@ def build_message(event: Event, *, event_type: str, event_id: str, routing_key: 
         "subject": event.hostname,
         "time": received.isoformat().replace("+00:00", "Z"),
         "datacontenttype": "application/json",
-        "data": event.model_dump(mode="json"),
     }
     properties = BasicProperties(
         content_type=CONTENT_TYPE,
@@ -54,5 +53,8 @@ def build_message(event: Event, *, event_type: str, event_id: str, routing_key: 
         type=cloud_event_type(event_type),
         app_id=APP_ID,
     )
-    body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    # `data` is serialised by pydantic itself (in Rust): the same JSON as model_dump(mode="json"),
+    # spliced in as the envelope's last member rather than dumped twice.
+    head = json.dumps(attributes, separators=(",", ":"), ensure_ascii=False)[:-1]
+    body = f'{head},"data":'.encode() + event.model_dump_json().encode() + b"}"
     return Message(routing_key=routing_key, body=body, properties=properties)

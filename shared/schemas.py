@@ -69,7 +69,9 @@ def _now() -> datetime:
 class Event(BaseModel):
     """Fields every event carries."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    # defer_build: a function builds only its own model's validator, at its first request,
+    # rather than every event type's at import (a cold-start cost).
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
     hostname: Hostname = Field(description="The affected host: a DNS host name or FQDN.")
     severity: Literal["info", "warning", "critical"] = "warning"
