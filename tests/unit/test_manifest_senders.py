@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deploy.gcloud import runtime_env
-from deploy.manifest import ManifestError, load_manifest
+from deploy.manifest import Function, ManifestError, load_manifest
 from deploy.topology import plan
 
 MANIFEST = """
@@ -38,7 +38,7 @@ SENDERS = """    senders:
 """
 
 
-def load(tmp_path: Path, senders: str) -> list:  # type: ignore[type-arg]
+def load(tmp_path: Path, senders: str) -> list[Function]:
     path = tmp_path / "functions.yaml"
     path.write_text(MANIFEST % senders)
     return load_manifest(path)
