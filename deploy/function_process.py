@@ -65,9 +65,17 @@ class FunctionProcess:
             **self._env,
         }
         output = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            self.command(), env=env, stdout=output, stderr=subprocess.STDOUT, cwd=self._source_dir
-        )
+        try:
+            self.process = subprocess.Popen(
+                self.command(),
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                cwd=self._source_dir,
+            )
+        finally:
+            if self._log_path:  # the child holds its own copy of the descriptor
+                output.close()  # type: ignore[union-attr]
         self._wait_until_serving(wait)
         return self
 

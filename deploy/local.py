@@ -64,7 +64,7 @@ def run_local(
         for number, fn in enumerate(functions):
             secret, curl_auth, query = dev_credentials(fn)
             server = FunctionProcess(
-                fn.name,
+                fn.entry_point,  # functions-framework's --target
                 _port(port + number),
                 {**local_env(fn), "AUTH_SECRETS": secret},
                 source_dir=fn.source_dir,

@@ -57,6 +57,13 @@ def _seconds(value: Any) -> Any:
     return value
 
 
+def _cloud_run_cpu(cpu: float | None) -> float | None:
+    """Cloud Run takes a fraction below 1, or 1, 2, 4, 6 or 8 vCPU."""
+    if cpu is not None and cpu >= 1 and cpu not in (1, 2, 4, 6, 8):
+        raise ValueError("Cloud Run allows a fraction below 1, or 1, 2, 4, 6 or 8")
+    return cpu
+
+
 def _not_reserved_queue(name: str) -> str:
     if name.startswith("amq."):
         raise ValueError("names starting with amq. are reserved by the broker")
@@ -133,7 +140,7 @@ class Options(_Model):
     runtime: Annotated[str, Field(pattern=r"^python3[0-9]{2}$")] = "python312"
     region: Annotated[str | None, Field(pattern=r"^[a-z]+-[a-z]+[0-9]+$")] = None
     memory: Memory = "256Mi"
-    cpu: Annotated[float | None, Field(gt=0, le=8)] = None
+    cpu: Annotated[float | None, Field(gt=0, le=8), AfterValidator(_cloud_run_cpu)] = None
     timeout: Timeout = 60
     min_instances: Annotated[int, Field(ge=0, le=1000)] = 0
     max_instances: Annotated[int, Field(ge=1, le=1000)] = 100

@@ -1,5 +1,5 @@
-"""The manifest's `senders` block becomes the SENDER_* settings and, when resolved alerts are
-forwarded, a queue of their own."""
+"""Manifest options: `senders` becomes the SENDER_* settings (and, when resolved alerts are
+forwarded, a queue of their own); `cpu` takes only what Cloud Run offers."""
 
 from __future__ import annotations
 
@@ -86,3 +86,9 @@ def test_forwarded_resolved_alerts_get_their_own_queue(tmp_path: Path) -> None:
 def test_bad_senders_name_the_entry_and_field(tmp_path: Path, senders: str, named: str) -> None:
     with pytest.raises(ManifestError, match=named.replace(".", r"\.")):
         load(tmp_path, senders)
+
+
+@pytest.mark.parametrize("cpu", ["3", "1.5"])
+def test_a_cpu_cloud_run_does_not_offer_is_refused(tmp_path: Path, cpu: str) -> None:
+    with pytest.raises(ManifestError, match=r"functions\.vm_isolate\.cpu"):
+        load(tmp_path, f"    cpu: {cpu}\n")
