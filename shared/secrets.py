@@ -11,7 +11,9 @@ A secret setting NAME is given by exactly one of these environment variables:
 An empty variable counts as unset. The value is returned exactly as stored (no newline is
 stripped), decoded as UTF-8. File and Secret Manager values are cached for
 ``SECRETS_CACHE_SECONDS``; after that they are read again, so a rotated secret (a new ``latest``
-version, a re-mounted file) takes effect without a redeploy. Failures are never cached.
+version, a re-mounted file) takes effect without a redeploy. When such a refresh fails, the
+previous value is kept (a WARNING is logged) and read again after at most ``RETRY_SECONDS`` (30 s);
+a first read that fails raises, and caches nothing.
 
 Other environment variables read:
 
@@ -29,6 +31,7 @@ included.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -46,10 +49,13 @@ CACHE_SECONDS_ENV = "SECRETS_CACHE_SECONDS"
 PROJECT_ENV = "GOOGLE_CLOUD_PROJECT"
 EMULATOR_ENV = "SECRET_MANAGER_EMULATOR_HOST"
 DEFAULT_CACHE_SECONDS = 300.0
+RETRY_SECONDS = 30.0  # after a failed refresh, the previous value is kept this long at most
 _DEADLINE = 5.0  # seconds for one secret access, retries included
 
 _FULL = re.compile(r"projects/([^/]+)/secrets/([^/]+)(?:/versions/([^/]+))?")
 _SHORT = re.compile(r"([\w-]+)(?::([\w-]+))?", re.ASCII)
+
+log = logging.getLogger("event_relay.secrets")
 
 _clock = time.monotonic
 _cache: dict[str, tuple[str, float]] = {}  # "file:PATH" or a version path -> (value, expiry)
@@ -72,9 +78,9 @@ def read_secret(name: str) -> str | None:
     if var == name:
         return ref
     if var.endswith("_FILE"):
-        return _cached(f"file:{ref}", lambda: _read_file(var, ref))
+        return _cached(name, f"file:{ref}", lambda: _read_file(var, ref))
     path = _version_path(var, ref)
-    return _cached(path, lambda: _access(var, path))
+    return _cached(name, path, lambda: _access(var, path))
 
 
 def clear_cache() -> None:
@@ -101,13 +107,28 @@ def _cache_seconds() -> float:
         raise ConfigError(f"{CACHE_SECONDS_ENV} must be a number of seconds") from None
 
 
-def _cached(key: str, load: Callable[[], str]) -> str:
+def _cached(name: str, key: str, load: Callable[[], str]) -> str:
+    """The value under `key`, loaded again once expired; a failed reload keeps the old value."""
     ttl = _cache_seconds()
     now = _clock()
     hit = _cache.get(key)
     if ttl > 0 and hit is not None and now < hit[1]:
         return hit[0]
-    value = load()  # raises on failure: nothing is cached
+    try:
+        value = load()
+    except SecretUnavailableError as error:
+        if ttl <= 0 or hit is None:
+            raise  # a first read: nothing to fall back on, nothing cached
+        retry = min(ttl, RETRY_SECONDS)
+        # The error names the setting and its source, never the value.
+        log.warning(
+            "secret setting %s: refresh failed, keeping the previous value for %g s: %s",
+            name,
+            retry,
+            error,
+        )
+        _cache[key] = (hit[0], now + retry)
+        return hit[0]
     if ttl > 0:
         _cache[key] = (value, now + ttl)
     return value

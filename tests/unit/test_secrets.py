@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -273,6 +274,63 @@ def test_failures_are_not_cached(fake: SecretManagerFake, monkeypatch: pytest.Mo
     assert secrets.read_secret(SETTING) == "hunter2"
     assert secrets.read_secret(SETTING) == "hunter2"
     assert fake.access_count == 2
+
+
+def test_a_failed_refresh_keeps_the_old_value_and_waits_before_trying_again(
+    fake: SecretManagerFake,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: list[float],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake.set("db-password", "hunter2")
+    monkeypatch.setenv(f"{SETTING}_SECRET", SECRET)
+    assert secrets.read_secret(SETTING) == "hunter2"
+    fake.fail("db-password", grpc.StatusCode.PERMISSION_DENIED)  # not retried: one access
+    clock[0] += 301
+
+    with caplog.at_level(logging.WARNING, logger="event_relay.secrets"):
+        assert secrets.read_secret(SETTING) == "hunter2"
+    assert fake.access_count == 2
+    [record] = [r for r in caplog.records if r.name == "event_relay.secrets"]
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert SETTING in message
+    assert "PermissionDenied" in message
+    assert "hunter2" not in message
+
+    clock[0] += secrets.RETRY_SECONDS - 1
+    assert secrets.read_secret(SETTING) == "hunter2"
+    assert fake.access_count == 2  # no new attempt within RETRY_SECONDS
+    clock[0] += 1
+    assert secrets.read_secret(SETTING) == "hunter2"
+    assert fake.access_count == 3  # tried again, still failing
+
+    fake.fail("db-password", None)
+    fake.set("db-password", "n3w")
+    clock[0] += secrets.RETRY_SECONDS
+    assert secrets.read_secret(SETTING) == "n3w"
+    assert fake.access_count == 4
+    clock[0] += 299
+    assert secrets.read_secret(SETTING) == "n3w"  # a full TTL again
+    assert fake.access_count == 4
+
+
+def test_a_failed_refresh_of_a_file_keeps_the_old_value(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clock: list[float]
+) -> None:
+    path = tmp_path / "pw"
+    path.write_text("old")
+    monkeypatch.setenv(f"{SETTING}_FILE", str(path))
+    monkeypatch.setenv("SECRETS_CACHE_SECONDS", "10")
+    assert secrets.read_secret(SETTING) == "old"
+    path.unlink()
+    clock[0] += 11
+    assert secrets.read_secret(SETTING) == "old"
+    path.write_text("new")
+    clock[0] += 9  # min(ttl, RETRY_SECONDS) = 10
+    assert secrets.read_secret(SETTING) == "old"
+    clock[0] += 1
+    assert secrets.read_secret(SETTING) == "new"
 
 
 @pytest.mark.parametrize("seconds", ["0", "-1"])
