@@ -12,7 +12,10 @@ A mapping is a JSON object, one entry per event field. Each value is an expressi
 Paths: `name.name`; `name[N]` picks item N of a list; `alerts[]` is the alert being adapted in
 a batch; `result."a.b"` quotes a key holding dots. A path that is absent, null or "" has no value; a
 transform that cannot apply (an unknown severity word, the zero time) gives no value either,
-so the next alternative is tried. Transforms are listed in `shared.adapters.transforms`.
+so the next alternative is tried. A transform that fails on a sender's value (raises ValueError,
+OverflowError or OSError) leaves the value as it was, like a conversion that cannot convert, so
+the schema refuses it (a 422) rather than the request failing. Transforms are listed in
+`shared.adapters.transforms`.
 """
 
 from __future__ import annotations
@@ -90,7 +93,10 @@ class Alternative:
         for step in self.transforms:
             if value is None or value == "":
                 return None
-            value = step(value, severities)
+            try:
+                value = step(value, severities)
+            except (ValueError, OverflowError, OSError):
+                break  # a hostile value must not fail the request: the schema refuses it
         return None if value == "" else value
 
 

@@ -5,7 +5,8 @@ returns None (no value: the next alternative is tried), except the conversions (
 which leave a value they cannot convert as it is, so the schema refuses it and says where it
 came from.
 
-    strip_port   "web-01:9100" → "web-01"; "http://web-01:8080/x" → "web-01"; "[::1]:9100" → "::1"
+    strip_port   "web-01:9100" → "web-01"; "http://web-01:8080/x" → "web-01"; "[::1]:9100" → "::1";
+                 a malformed URL is left as it is
     lower, upper, trim
     first        the first item of a list, or of a comma-separated string
     last_word    the last space-separated word ("project vm-name" → "vm-name")
@@ -43,7 +44,10 @@ def _strip_port(value: Any, _: Mapping[str, str]) -> Any:
     if not isinstance(value, str):
         return value
     if "://" in value:
-        return urlsplit(value).hostname or None
+        try:
+            return urlsplit(value).hostname or None
+        except ValueError:  # "http://[::1", "http://[abc]:80": left for the schema to refuse
+            return value
     if value.startswith("["):  # [IPv6]:port
         return value[1:].partition("]")[0] or None
     host, colon, port = value.rpartition(":")
@@ -106,10 +110,10 @@ def _time(value: Any, _: Mapping[str, str]) -> Any:
         return f"{moment.replace(' ', 'T')}{fraction}{'Z' if zone in 'Zz' else zone}"
     number = _number(float, value, {})
     if isinstance(number, int | float) and not isinstance(number, bool) and number > 0:
-        seconds = number / 1000 if number > _MILLISECONDS_AFTER else number
         try:
+            seconds = number / 1000 if number > _MILLISECONDS_AFTER else number
             return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
-        except (OverflowError, ValueError):
+        except (OverflowError, ValueError, OSError):  # OSError: beyond the platform's time_t
             return value
     return value
 

@@ -137,6 +137,33 @@ def test_a_batch_with_no_valid_alert_is_a_422_naming_each_alert() -> None:
     assert publisher.published == []
 
 
+@pytest.mark.parametrize(
+    ("field", "given"),
+    [
+        ("instance", "http://[::1"),
+        ("instance", "http://[abc]:80"),
+        ("startsAt", "99999999999999999999"),
+        ("startsAt", 99999999999999999999),
+    ],
+)
+def test_a_hostile_value_is_a_422_not_a_500(field: str, given: Any) -> None:
+    payload = json.loads(json.dumps(BATCH))
+    payload["alerts"] = payload["alerts"][:1]
+    alert = payload["alerts"][0]
+    (alert["labels"] if field == "instance" else alert)[field] = given
+    publisher = FakePublisher()
+
+    response = client(publisher).post("/alertmanager", json=payload)
+
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["type"] == "urn:event-relay:problem:validation-failed"
+    assert [e["pointer"] for e in problem["errors"]] == [
+        "/alerts/0/labels/instance" if field == "instance" else "/alerts/0/startsAt"
+    ]
+    assert publisher.published == []
+
+
 def test_resolved_alerts_can_be_forwarded_under_their_own_routing_key() -> None:
     publisher = FakePublisher()
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.adapters.mapping import evaluate, parse_expression
+from shared.adapters import Refusal, routes_from_env
+from shared.adapters.mapping import Alternative, evaluate, parse_expression, parse_path
+from shared.adapters.transforms import transform
+from shared.schemas import VmIsolate
+
+SENDERS = Path(__file__).parent.parent / "events" / "senders"
 
 DOCUMENT = {
     "alerts": [{"labels": {"instance": "a:1"}}, {"labels": {"instance": "b:2", "x.y": "dotted"}}],
@@ -53,6 +61,8 @@ def test_paths_alternatives_and_objects(spec: Any, current: int | None, expected
         ("strip_port", "fe80::1", "fe80::1"),
         ("strip_port", "https://web-01.example.com:8443/health", "web-01.example.com"),
         ("strip_port", "web-01", "web-01"),
+        ("strip_port", "http://[::1", "http://[::1"),  # malformed: left for the schema to refuse
+        ("strip_port", "http://[abc]:80", "http://[abc]:80"),
         ("int", "95", 95),
         ("int", "95.0", 95),
         ("int", "95.5", "95.5"),  # left for the schema to refuse
@@ -73,7 +83,47 @@ def test_paths_alternatives_and_objects(spec: Any, current: int | None, expected
         ("time", 1795591800, "2026-11-25T07:30:00Z"),
         ("time", "1795591800000", "2026-11-25T07:30:00Z"),
         ("time", "yesterday", "yesterday"),
+        ("time", "99999999999999999999", "99999999999999999999"),  # beyond time_t: OSError
+        ("time", 99999999999999999999, 99999999999999999999),
+        ("time", 10**400, 10**400),  # too large for a float
     ],
 )
 def test_transforms(transform: str, given: Any, expected: Any) -> None:
     assert value(f"v | {transform}", {"v": given}) == expected
+
+
+@pytest.mark.parametrize("error", [ValueError, OverflowError, OSError])
+def test_a_failing_transform_leaves_the_value_as_it_was(error: type[Exception]) -> None:
+    def boom(value: Any, _: Mapping[str, str]) -> Any:
+        raise error("hostile")
+
+    upper = transform("upper", where="test")
+    alternative = Alternative(parse_path("v", where="test"), None, (boom, upper), ("boom", "upper"))
+
+    found = evaluate((alternative,), {"v": "web-01"}, None, {})
+
+    assert (found.value, found.source) == ("web-01", alternative)  # and nothing after it ran
+
+
+@pytest.mark.parametrize(
+    ("field", "given", "pointer"),
+    [
+        ("instance", "http://[::1", "/alerts/0/labels/instance"),
+        ("instance", "http://[abc]:80", "/alerts/0/labels/instance"),
+        ("startsAt", "99999999999999999999", "/alerts/0/startsAt"),
+        ("startsAt", 99999999999999999999, "/alerts/0/startsAt"),
+    ],
+)
+def test_hostile_sender_values_are_refused_not_raised(field: str, given: Any, pointer: str) -> None:
+    document = json.loads((SENDERS / "alertmanager.json").read_text())
+    alert = document["alerts"][0]
+    (alert["labels"] if field == "instance" else alert)[field] = given
+    adapter = routes_from_env("vm_isolate", VmIsolate, {}).adapter_for("/alertmanager")
+    assert adapter is not None
+
+    candidates, _ = adapter.candidates(document)
+    refusal = adapter.validate(candidates[0])
+
+    assert isinstance(refusal, Refusal)
+    [error] = refusal.errors
+    assert error["pointer"] == pointer
