@@ -26,7 +26,6 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from shared.errors import AuthenticationError, ConfigError, SecretUnavailableError
 from shared.secrets import read_secret
@@ -84,19 +83,6 @@ def authenticator_from_env(environ: Fields = os.environ) -> Authenticator:
             raise ConfigError(
                 "AUTH_MODE must be bearer, basic, query-token, standard-webhooks or grafana-hmac"
             )
-
-
-def redact_url_query(url: str) -> str:
-    """`url` with the value of every `token` query parameter masked, for logs."""
-    parts = urlsplit(url)
-    if not parts.query:
-        return url
-    params = parts.query.split("&")  # each kept as sent; only a token's value is replaced
-    for i, param in enumerate(params):
-        name = param.partition("=")[0]
-        if unquote_plus(name).strip().lower() == QUERY_PARAMETER:
-            params[i] = f"{name}=REDACTED"
-    return urlunsplit(parts._replace(query="&".join(params)))
 
 
 class _Disabled:

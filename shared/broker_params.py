@@ -7,7 +7,7 @@ import ssl
 import tempfile
 from contextlib import suppress
 from functools import lru_cache
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import pika
 
@@ -30,10 +30,12 @@ def broker_urls() -> list[str]:
 
 def check_scheme(url: str, settings: Settings) -> bool:
     """True for amqps://; amqp:// only with the local-development switch; ConfigError otherwise."""
-    scheme = urlsplit(url).scheme
+    scheme = _split(url).scheme
     if scheme == "amqps":
         return True
     if scheme == "amqp" and settings.amqp_allow_plaintext:
+        if os.environ.get("K_SERVICE"):  # set by Cloud Run: never plaintext in production
+            raise ConfigError(f"{PLAINTEXT_SWITCH} is for local development, not Cloud Run")
         return False
     if scheme == "amqp":
         raise ConfigError(
@@ -43,6 +45,15 @@ def check_scheme(url: str, settings: Settings) -> bool:
     raise ConfigError(f"AMQP_URL must start with amqps:// (got {scheme or 'no scheme'}://)")
 
 
+def _split(url: str) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # parses the port: raises on a bad one
+    except ValueError:  # `from None`: the message may quote the URL, password included
+        raise ConfigError("AMQP_URL is not a valid amqps:// URL") from None
+    return parts
+
+
 def connection_parameters(settings: Settings) -> list[pika.ConnectionParameters]:
     """One parameter set per broker URL; reads the secrets, so call it per connection attempt."""
     urls = broker_urls()
@@ -50,16 +61,22 @@ def connection_parameters(settings: Settings) -> list[pika.ConnectionParameters]
     context = _tls_context() if any(tls) else None
     result = []
     for url, use_tls in zip(urls, tls, strict=True):
-        params = pika.URLParameters(url)
+        try:
+            params = pika.URLParameters(url)
+        except ValueError:  # `from None`: the message may quote the URL, password included
+            raise ConfigError("AMQP_URL is not a valid amqps:// URL") from None
         # The URL's own query options are ignored in favour of ours, so a URL cannot turn TLS off.
         params.ssl_options = None
         if use_tls:
-            server_name = settings.amqp_tls_server_name or urlsplit(url).hostname
+            server_name = settings.amqp_tls_server_name or _split(url).hostname
             params.ssl_options = pika.SSLOptions(context, server_hostname=server_name)
         params.socket_timeout = settings.amqp_connect_timeout
         params.stack_timeout = settings.amqp_connect_timeout
         params.connection_attempts = 1
         params.heartbeat = settings.amqp_heartbeat
+        # A connection blocked by an alarm this long is given up and opened anew: it may have
+        # gone half-open meanwhile, and publishes on it are refused at once, never timed out.
+        params.blocked_connection_timeout = max(30.0, 2 * settings.amqp_publish_timeout)
         result.append(params)
     return result
 

@@ -107,6 +107,8 @@ class UnavailableError(RelayError):
     status = 503
     slug = "unavailable"
     title = "Service unavailable"
+    # What the caller is told; the specifics (hosts, secret names, broker replies) are logged.
+    public_detail = "The event could not be relayed now; retry after Retry-After seconds."
 
     def __init__(self, detail: str, *, retry_after: int = 5) -> None:
         super().__init__(detail)
@@ -118,33 +120,39 @@ class BrokerUnavailableError(UnavailableError):
     """No connection to the broker could be opened or kept."""
 
     slug = "broker-unavailable"
+    public_detail = "The message broker is unavailable."
 
 
 class BrokerBlockedError(UnavailableError):
     """The broker blocks publishers (a memory or disk alarm)."""
 
     slug = "broker-blocked"
+    public_detail = "The message broker accepts no messages for now."
 
 
 class PublishTimeoutError(UnavailableError):
     """The broker did not confirm the message within AMQP_PUBLISH_TIMEOUT."""
 
     slug = "publish-timeout"
+    public_detail = "The message broker did not confirm the message in time."
 
 
 class PublishRejectedError(UnavailableError):
     """The broker nacked the message (for instance a full queue with reject-publish)."""
 
     slug = "publish-rejected"
+    public_detail = "The message broker refused the message."
 
 
 class UnroutableError(UnavailableError):
     """The broker returned the message: no queue is bound for its routing key."""
 
     slug = "unroutable"
+    public_detail = "The message broker has no queue for this event type."
 
 
 class SecretUnavailableError(UnavailableError):
     """A secret setting could not be read (missing, permission denied, wrong project)."""
 
     slug = "secret-unavailable"
+    public_detail = "A setting of this function could not be read."

@@ -24,8 +24,10 @@ def problem_response(error: RelayError) -> JSONResponse:
         "status": error.status,
     }
     headers: dict[str, str] = {}
-    if isinstance(error, RequestError | UnavailableError):
+    if isinstance(error, RequestError):
         body["detail"] = error.detail
+    if isinstance(error, UnavailableError):
+        body["detail"] = error.public_detail  # anyone may ask, even unauthenticated
     if isinstance(error, RequestError) and error.errors is not None:
         body["errors"] = error.errors
     if isinstance(error, UnavailableError):

@@ -37,6 +37,7 @@ from shared.errors import (
     ConfigError,
     PublishRejectedError,
     PublishTimeoutError,
+    SecretUnavailableError,
     UnavailableError,
     UnroutableError,
 )
@@ -63,7 +64,6 @@ def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
 @dataclass
 class _InFlight:
     message_id: str
-    routing_key: str
     confirmed: asyncio.Future[None]
 
 
@@ -77,6 +77,7 @@ class _Link:
     in_flight: dict[int, _InFlight] = field(default_factory=dict)
     next_tag: int = 1
     blocked: bool = False
+    last_confirm: float = 0.0  # monotonic time of the broker's last ack or nack
 
 
 class Publisher:
@@ -122,14 +123,16 @@ class Publisher:
         self._claim(asyncio.get_running_loop())
         self._active += 1
         link: _Link | None = None
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self._publish_timeout):
                 link = await self._ready_link()
                 await self._send(link, message)
         except TimeoutError:
-            # No confirm in time: the connection may be half-open, so the next request opens a
-            # new one. A blocked connection (memory or disk alarm) is alive and keeps its place.
-            if link is not None and not link.blocked:
+            # No confirm in time. If the broker confirmed nothing at all since, the connection
+            # may be half-open: the next request opens a new one. A broker that is merely slow
+            # for this message, or blocked by an alarm, keeps its connection and the others.
+            if link is not None and not link.blocked and link.last_confirm < started:
                 self._drop(link, "no confirm within the publish timeout")
             raise PublishTimeoutError(
                 f"no confirm from the broker within {self._publish_timeout:g} s"
@@ -174,7 +177,7 @@ class Publisher:
             raise BrokerBlockedError("the broker blocks publishers (memory or disk alarm)")
         tag, link.next_tag = link.next_tag, link.next_tag + 1
         confirmed = asyncio.get_running_loop().create_future()
-        link.in_flight[tag] = _InFlight(message.id, message.routing_key, confirmed)
+        link.in_flight[tag] = _InFlight(message.id, confirmed)
         try:
             link.channel.basic_publish(
                 self._exchange,
@@ -197,6 +200,7 @@ class Publisher:
         else:
             tags = [method.delivery_tag] if method.delivery_tag in link.in_flight else []
         acked = isinstance(method, pika.spec.Basic.Ack)
+        link.last_confirm = time.monotonic()
         if acked:
             self._failures = 0  # the broker works end to end again
         for tag in tags:
@@ -261,10 +265,13 @@ class Publisher:
         try:
             try:
                 parameters = self._parameters()
+            except SecretUnavailableError as exc:  # answered as such, without a retry storm
+                self._back_off(f"a broker secret cannot be read: {exc}")
+                raise
             except ConfigError as exc:
                 log.error("the broker settings are unusable: %s", exc)
                 self._back_off("the broker settings are unusable")
-                raise BrokerUnavailableError("the broker settings are unusable") from exc
+                raise BrokerUnavailableError(f"the broker settings are unusable: {exc}") from exc
             errors = []
             for params in parameters:  # failover: the first broker that answers wins
                 try:
@@ -273,6 +280,9 @@ class Publisher:
                 # connection workflow's own are not AMQPErrors): each means "not this broker".
                 except Exception as exc:
                     errors.append(f"{params.host}:{params.port}: {exc!r}")
+                    continue
+                if link.closed.done():  # closed between its confirm.select-ok and now
+                    errors.append(f"{params.host}:{params.port}: closed while opening")
                     continue
                 if errors:
                     log.warning("connected to a fallback broker", extra={"errors": errors})

@@ -15,6 +15,7 @@ from shared.errors import (
     BrokerUnavailableError,
     ConfigError,
     PublishRejectedError,
+    PublishTimeoutError,
     UnroutableError,
 )
 from shared.publisher import Publisher, _InFlight, _Link
@@ -36,7 +37,7 @@ async def link_with(publisher: Publisher, *message_ids: str) -> _Link:
     connection = SimpleNamespace(is_closing=False, is_closed=True)
     link = _Link(closed=loop.create_future(), connection=connection)
     for tag, message_id in enumerate(message_ids, start=1):
-        link.in_flight[tag] = _InFlight(message_id, "vm.isolate", loop.create_future())
+        link.in_flight[tag] = _InFlight(message_id, loop.create_future())
     link.next_tag = len(message_ids) + 1
     publisher._link = link
     return link
@@ -124,3 +125,37 @@ def test_one_publisher_never_serves_two_running_event_loops() -> None:
     # Once that loop is closed, a new one may take over (a test client, a new worker loop).
     with pytest.raises(BrokerUnavailableError):
         asyncio.run(publisher.publish(MESSAGE))
+
+
+def test_a_slow_confirm_does_not_drop_a_link_that_confirms_others() -> None:
+    """One message past its deadline while the broker acks others: a slow broker, not a dead
+    link, so the connection and the other publishes in flight are kept."""
+
+    async def scenario() -> tuple[bool, list[str]]:
+        publisher = Publisher("x", publish_timeout=0.2, parameters=unusable_settings)
+        publisher._claim(asyncio.get_running_loop())
+        link = await link_with(publisher)
+        link.channel = SimpleNamespace(basic_publish=lambda *args, **kwargs: None)
+        slow = asyncio.ensure_future(publisher.publish(MESSAGE))
+        await asyncio.sleep(0.05)
+        other = _InFlight("other", asyncio.get_running_loop().create_future())
+        link.in_flight[99] = other
+        publisher._on_confirm(link, frame(pika.spec.Basic.Ack(delivery_tag=99, multiple=False)))
+        with pytest.raises(PublishTimeoutError):
+            await slow
+        return publisher._link is link, outcome([other.confirmed])
+
+    assert asyncio.run(scenario()) == (True, ["ack"])
+
+
+def test_no_confirm_at_all_within_the_deadline_drops_the_link() -> None:
+    async def scenario() -> bool:
+        publisher = Publisher("x", publish_timeout=0.1, parameters=unusable_settings)
+        publisher._claim(asyncio.get_running_loop())
+        link = await link_with(publisher)
+        link.channel = SimpleNamespace(basic_publish=lambda *args, **kwargs: None)
+        with pytest.raises(PublishTimeoutError):
+            await publisher.publish(MESSAGE)
+        return publisher._link is None
+
+    assert asyncio.run(scenario())

@@ -1,0 +1,55 @@
+"""Broker settings become pika parameters only when they are safe: TLS, a valid URL, bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.broker_params import connection_parameters
+from shared.config import Settings
+from shared.errors import ConfigError, SecretUnavailableError
+from shared.problems import problem_response
+
+
+def test_plaintext_is_refused_on_cloud_run_even_with_the_switch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AMQP_URL", "amqp://relay:pw@broker:5672/")
+    monkeypatch.setenv("K_SERVICE", "vm-isolate")
+
+    with pytest.raises(ConfigError, match="AMQP_ALLOW_PLAINTEXT"):
+        connection_parameters(Settings(amqp_allow_plaintext=True))
+
+
+def test_plaintext_with_the_switch_works_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMQP_URL", "amqp://relay:pw@broker:5672/")
+
+    [params] = connection_parameters(Settings(amqp_allow_plaintext=True, amqp_publish_timeout=20))
+
+    assert params.ssl_options is None
+    # A connection blocked by an alarm is eventually given up and opened anew.
+    assert params.blocked_connection_timeout == 40
+
+
+@pytest.mark.parametrize(
+    "url", ["amqps://relay:s3cret@broker:notaport/", "amqps://relay:s3cret@[::1/"]
+)
+def test_a_malformed_url_is_a_config_error_that_does_not_quote_it(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("AMQP_URL", url)
+
+    with pytest.raises(ConfigError) as raised:
+        connection_parameters(Settings())
+
+    assert "s3cret" not in str(raised.value)
+    assert raised.value.__cause__ is None
+
+
+def test_a_503_tells_the_caller_nothing_internal() -> None:
+    error = SecretUnavailableError("cannot access AUTH_SECRETS_SECRET (projects/p/secrets/s)")
+
+    body = problem_response(error).body
+
+    assert b"projects/p" not in body
+    assert b"AUTH_SECRETS" not in body
+    assert b"could not be read" in body
