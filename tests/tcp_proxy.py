@@ -44,8 +44,16 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             self.cut()
+            asyncio.run_coroutine_threadsafe(self._cancel_tasks(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+    async def _cancel_tasks(self) -> None:
+        """End the pipes still open, so no task is destroyed pending with the loop."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _close_all(self) -> None:
         for writer in list(self._writers):
