@@ -20,11 +20,11 @@ import sys
 from pathlib import Path
 
 from bench.servers import ServerSpec, process_env
+from deploy import REPO
 from deploy.function_process import FunctionProcess
 from deploy.local import local_env
 from deploy.manifest import load_manifest
 
-REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 BASELINES = BENCH / "baselines"
 NO_SPEEDUPS = BENCH / "no_speedups"

@@ -32,13 +32,13 @@ from bench.rows import (
     HTTP_ROWS,
     LABELS,
     RAW_ROW,
-    REPO,
     SPEEDUP_ROWS,
     raw_command,
     raw_env,
     server_specs,
 )
 from bench.servers import Server, ServerError, cold_start
+from deploy import REPO
 from deploy.broker import BrokerNode, start_broker
 
 RESULTS = REPO / "bench" / "results"

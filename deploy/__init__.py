@@ -1,1 +1,5 @@
-"""Local deployment helpers: a private RabbitMQ node for tests and `nox -s dev`."""
+"""Deployment: the manifest, staging, gcloud, topology, the local run and its private broker."""
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent  # the repository root

@@ -17,10 +17,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from deploy import openapi, topology
+from deploy import REPO, openapi, topology
 from deploy.broker import BrokerError
 from deploy.gcloud import GcloudMissingError, deploy_command, require_gcloud, run
-from deploy.manifest import MANIFEST, REPO, Function, ManifestError, load_manifest
+from deploy.manifest import MANIFEST, Function, ManifestError, load_manifest
 from deploy.stage import BUILD, stage
 from shared.errors import RelayError
 

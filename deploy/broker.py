@@ -165,6 +165,11 @@ def _marked_pids(marker: str) -> list[int]:
     return found
 
 
+def live_pids_of(base_dir: Path) -> list[int]:
+    """Live processes started for the node in `base_dir`, whether or not we still hold it."""
+    return [pid for pid in _marked_pids(str(base_dir.resolve())) if _alive(pid)]
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -345,7 +350,7 @@ class BrokerNode:
 
     def leftover_pids(self) -> list[int]:
         """Live processes started for this node (empty after `stop()`)."""
-        return [pid for pid in _marked_pids(str(self.base_dir)) if _alive(pid)]
+        return live_pids_of(self.base_dir)
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
         """Run `rabbitmqctl -n NODE ARGS...` against this node; its stdout."""

@@ -15,7 +15,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-REPO = Path(__file__).resolve().parent.parent
+from deploy import REPO
+
 FUNCTIONS = REPO / "functions"
 
 

@@ -19,11 +19,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
 
-from deploy import topology
+from deploy import REPO, topology
 from deploy.broker import BrokerNode, ensure_rabbitmq_installed, free_port, start_broker
 from deploy.function_process import FunctionProcess
 from deploy.gcloud import runtime_env
-from deploy.manifest import REPO, Function
+from deploy.manifest import Function
 from deploy.tail import tail
 
 DEV = REPO / ".dev"

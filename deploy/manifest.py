@@ -22,10 +22,10 @@ from pydantic import (
     model_validator,
 )
 
+from deploy import REPO
 from shared.adapters.mapping import parse_expression
 from shared.errors import ConfigError
 
-REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "deploy" / "functions.yaml"
 DEFAULT_EXCHANGE = "event-relay"  # shared.config's default for AMQP_EXCHANGE
 # Secret settings every function reads (shared.broker_params, shared.auth).

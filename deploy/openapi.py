@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy import REPO
 from deploy.manifest import MANIFEST, Function, ManifestError, load_manifest
 from shared.schemas import Event
 
-REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "openapi"
 # Cloud Run's deterministic URL; the project number is not in the manifest, so it is a variable.
 DEFAULT_SERVER = "https://{service}-{project_number}.{region}.run.app"

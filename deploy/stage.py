@@ -9,7 +9,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from deploy.manifest import REPO, Function
+from deploy import REPO
+from deploy.manifest import Function
 
 BUILD = REPO / "build"
 SHARED = REPO / "shared"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,11 +13,13 @@ import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from deploy.broker import BrokerNode
+from deploy.broker import BrokerNode, free_port
 from deploy.function_process import FunctionProcess
 from shared.config import settings
 from shared.secrets import clear_cache
 from tests.conftest import broker_connection_params
+
+__all__ = ["Delivered", "Route", "free_port", "function_env"]
 
 
 @pytest.fixture(autouse=True)
@@ -85,12 +86,6 @@ def make_route(module_channel: BlockingChannel) -> Iterator[Callable[[str], Rout
     yield make
     for route in routes:
         route.delete()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def function_env(broker: BrokerNode, exchange: str, **extra: str) -> dict[str, str]:

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deploy import REPO
 from deploy.broker import BrokerNode, issue_foreign_client
-from deploy.function_process import REPO, FunctionProcess
+from deploy.function_process import FunctionProcess
 from tests.e2e.conftest import Route, free_port, function_env
 from tests.tcp_proxy import TcpProxy
 

@@ -17,8 +17,8 @@ from typing import IO
 import httpx
 import pytest
 
-from deploy.broker import MARKER_VAR, free_port
-from deploy.manifest import REPO
+from deploy import REPO
+from deploy.broker import free_port, live_pids_of
 
 
 class Output:
@@ -45,20 +45,6 @@ class Output:
             if text in line:
                 return line
         raise AssertionError(f"no {text!r} within {timeout} s; output:\n{''.join(self.lines)}")
-
-
-def marked_pids(marker: str) -> list[int]:
-    """Live processes started for the broker in `marker` (deploy.broker tags their env)."""
-    needle = f"{MARKER_VAR}={marker}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            ours = entry.name.isdigit() and needle in (entry / "environ").read_bytes().split(b"\0")
-            if ours and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
 
 
 def listening(port: int) -> bool:
@@ -94,4 +80,4 @@ def test_the_printed_curl_gets_202_the_tail_shows_it_and_everything_stops(
             process.kill()
     output.wait_for("dev: stopped", timeout=5)
     assert not listening(port)
-    assert marked_pids(str((tmp_path / "broker").resolve())) == []
+    assert live_pids_of(tmp_path / "broker") == []

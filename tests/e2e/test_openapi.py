@@ -32,8 +32,9 @@ from schemathesis.specs.openapi.checks import (
 )
 from standardwebhooks import Webhook
 
+from deploy import REPO
 from deploy.broker import BrokerNode
-from deploy.function_process import REPO, FunctionProcess
+from deploy.function_process import FunctionProcess
 from deploy.manifest import Function, load_manifest
 from deploy.openapi import FunctionApi, documents, event_model, function_document
 from tests.e2e.conftest import Route, function_env

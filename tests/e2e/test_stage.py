@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deploy import REPO
 from deploy.__main__ import main
 from deploy.broker import BrokerNode
 from deploy.function_process import FunctionProcess
-from deploy.manifest import REPO
 from tests.e2e.conftest import Route, free_port, function_env
 
 NAME = "disk_space_low"

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from deploy import REPO
 from deploy.__main__ import main
 from deploy.gcloud import deploy_command, gcloud_list
-from deploy.manifest import REPO, load_manifest
+from deploy.manifest import load_manifest
 
 OVERRIDES = """\
 defaults:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.manifest import REPO, Function, load_manifest
+from deploy import REPO
+from deploy.manifest import Function, load_manifest
 
 FUNCTIONS = REPO / "functions"
 EVENTS = REPO / "tests" / "events"
