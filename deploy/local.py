@@ -25,13 +25,11 @@ from deploy.function_process import FunctionProcess
 from deploy.gcloud import runtime_env
 from deploy.manifest import Function
 from deploy.tail import tail
+from shared.config import SETTING_PREFIXES
 
 DEV = REPO / ".dev"
 EVENTS = REPO / "tests" / "events"
-# A developer's shell may hold settings for a real broker or Secret Manager: they would mix
-# with the local ones (and `NAME` plus `NAME_SECRET` is refused).
 SIGNED = ("standard-webhooks", "grafana-hmac")  # no curl one-liner: each request is signed
-FOREIGN_SETTINGS = ("AMQP_", "AUTH_", "SECRETS_", "SECRET_MANAGER_")
 
 
 def say(text: str) -> None:
@@ -47,7 +45,9 @@ def run_local(
 ) -> None:
     """Run everything until Ctrl-C or SIGTERM, then stop it all: functions, then the broker."""
     signal.signal(signal.SIGTERM, _interrupt)
-    for name in [n for n in os.environ if n.startswith(FOREIGN_SETTINGS)]:
+    # A developer's shell may hold settings for a real broker or Secret Manager: they would mix
+    # with the local ones (and `NAME` plus `NAME_SECRET` is refused).
+    for name in [n for n in os.environ if n.startswith(SETTING_PREFIXES)]:
         del os.environ[name]
     ensure_rabbitmq_installed(install=True)  # installs only as root with apt, and says so
     with ExitStack() as stack, _shielded_exit():

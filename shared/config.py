@@ -25,6 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import ConfigError
 
+# The prefixes of every event-relay setting (this module's, shared.secrets', shared.auth's and
+# shared.adapters'): the tests and the local run clear a developer's shell of them.
+SETTING_PREFIXES = ("AMQP_", "AUTH_", "SECRETS_", "SECRET_MANAGER_", "MAX_BODY", "SENDER")
+
 
 class Settings(BaseModel):
     """Non-secret settings; each is read from the variable named like the field, upper-cased.

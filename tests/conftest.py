@@ -15,16 +15,14 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import AMQPError
 
 from deploy.broker import BrokerNode, ensure_rabbitmq_installed, start_broker
-
-# Settings the functions read; a developer's shell must not leak them into a test.
-ENV_PREFIXES = ("AMQP_", "AUTH_", "SECRETS_", "MAX_BODY")
+from shared.config import SETTING_PREFIXES
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test starts without any event-relay setting in os.environ."""
     for name in list(os.environ):
-        if name.startswith(ENV_PREFIXES):
+        if name.startswith(SETTING_PREFIXES):  # a developer's shell must not leak in
             monkeypatch.delenv(name)
 
 
