@@ -50,8 +50,10 @@ def event_function(name: str, *, model: type[Event], routing_key: str) -> HttpFu
     close_client()
 
     async def function(request: Request) -> Response:
-        # No lifespan hook in ASGI mode: the worker's first request wires up the shutdown.
+        # No lifespan hook in ASGI mode: the worker's first request wires up the shutdown and
+        # starts the broker connection, which the checks of the request then overlap.
         call_on_sigterm(asyncio.get_running_loop(), publisher.shut_down)
+        publisher.warm_up()
         return await relay.handle(request)
 
     # functions-framework finds the target by this name and needs a plain function.

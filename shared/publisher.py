@@ -103,6 +103,7 @@ class Publisher:
         self._failures = 0
         self._retry_at = 0.0
         self._last_failure = "no connection yet"
+        self._failure_kind: type[UnavailableError] = BrokerUnavailableError
         self._active = 0  # publishes in progress
         self._closing = False
 
@@ -143,6 +144,17 @@ class Publisher:
                 # The last publish in flight at shutdown closes the connection before its
                 # response goes out: uvicorn waits for responses, then the worker dies at once.
                 await self._close_quietly()
+
+    def warm_up(self) -> None:
+        """Start opening the connection, if none is open or opening, without waiting for it.
+
+        Called as a request arrives: a cold worker's first request then checks and validates
+        while the broker handshakes, instead of before. A failure is left for the publishes.
+        """
+        if self._link is None and self._opening is None:
+            self._claim(asyncio.get_running_loop())
+            if self._link is None and self._opening is None and time.monotonic() >= self._retry_at:
+                self._start_opening()
 
     async def shut_down(self) -> None:
         """SIGTERM: close the connection now if no publish is in flight, else after the last."""
@@ -237,12 +249,14 @@ class Publisher:
                 )
                 return
 
-    def _back_off(self, cause: str) -> float:
-        """Hold off the next connection attempt, doubling the wait with each failure."""
+    def _back_off(self, cause: str, kind: type[UnavailableError] = BrokerUnavailableError) -> float:
+        """Hold off the next connection attempt, doubling the wait with each failure; the
+        requests meanwhile get a `kind` error (e.g. secret-unavailable) saying why."""
         delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**self._failures)
         self._failures += 1
         self._retry_at = time.monotonic() + delay * random.uniform(0.8, 1.0)  # noqa: S311
         self._last_failure = cause
+        self._failure_kind = kind
         return float(delay)
 
     # --- the connection -------------------------------------------------------------------
@@ -253,20 +267,26 @@ class Publisher:
         if self._opening is None:
             wait = self._retry_at - time.monotonic()
             if wait > 0:
-                raise BrokerUnavailableError(
+                raise self._failure_kind(
                     f"the broker is unavailable ({self._last_failure}); retrying shortly",
                     retry_after=math.ceil(wait),
                 )
-            self._opening = asyncio.ensure_future(self._open())
+            self._start_opening()
+        assert self._opening is not None
         # Shielded: a request giving up must not cancel the connection the others wait for.
         return await asyncio.shield(self._opening)
+
+    def _start_opening(self) -> None:
+        self._opening = asyncio.ensure_future(self._open())
+        # Retrieved here too: after a warm-up no publish may come to await a failed opening.
+        self._opening.add_done_callback(lambda opening: opening.cancelled() or opening.exception())
 
     async def _open(self) -> _Link:
         try:
             try:
                 parameters = self._parameters()
             except SecretUnavailableError as exc:  # answered as such, without a retry storm
-                self._back_off(f"a broker secret cannot be read: {exc}")
+                self._back_off(f"a broker secret cannot be read: {exc}", SecretUnavailableError)
                 raise
             except ConfigError as exc:
                 log.error("the broker settings are unusable: %s", exc)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
+import trustme
 
 from shared.broker_params import connection_parameters
 from shared.config import Settings
@@ -53,3 +56,26 @@ def test_a_503_tells_the_caller_nothing_internal() -> None:
     assert b"projects/p" not in body
     assert b"AUTH_SECRETS" not in body
     assert b"could not be read" in body
+
+
+def test_amqps_urls_use_only_our_ca_and_the_tls_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = trustme.CA()
+    client = ca.issue_cert("relay")
+    monkeypatch.setenv(
+        "AMQP_URL", "amqps://relay:pw@broker.example/%2F, amqps://b2.example:6671/ops"
+    )
+    monkeypatch.setenv("AMQP_CA_CERT", ca.cert_pem.bytes().decode())
+    monkeypatch.setenv("AMQP_CLIENT_CERT", client.cert_chain_pems[0].bytes().decode())
+    monkeypatch.setenv("AMQP_CLIENT_KEY", client.private_key_pem.bytes().decode())
+
+    first, second = connection_parameters(Settings())
+
+    assert (first.host, first.port, first.virtual_host) == ("broker.example", 5671, "/")
+    assert (second.host, second.port, second.virtual_host) == ("b2.example", 6671, "ops")
+    assert [p.ssl_options.server_hostname for p in (first, second)] == [
+        "broker.example",
+        "b2.example",
+    ]
+    # Our CA alone: the system's bundle is never loaded (nor trusted) for the broker.
+    assert len(first.ssl_options.context.get_ca_certs()) == 1
+    assert first.ssl_options.context.verify_mode == ssl.CERT_REQUIRED
