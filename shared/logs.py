@@ -54,6 +54,10 @@ def set_trace(header: str | None) -> None:
 
 def configure_logging(level: str = "INFO") -> logging.Logger:
     """Send event-relay's records as JSON lines to stdout; idempotent."""
+    # Fields no line of ours shows, which LogRecord would otherwise gather for every record
+    # (the caller's frame walk, thread and process ids): the logging docs' optimisation switches.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logger = logging.getLogger(LOGGER_NAME)
     if not any(getattr(h, "_event_relay", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stdout)

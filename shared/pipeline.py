@@ -75,12 +75,13 @@ class Relay:
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
-        set_trace(request.headers.get("x-cloud-trace-context"))
+        headers = _header_fields(request.scope["headers"])
+        set_trace(headers.get("x-cloud-trace-context"))
         # The raw ASGI path: request.url would build a whole URL object for every request.
         record: RequestRecord = {"event_type": self.event_type.name, "path": request.scope["path"]}
         batch: dict[str, Any] = {}  # a sender path's extra fields: sender, event_ids, refused...
         try:
-            response: Response = await self._relay(request, record, batch)
+            response: Response = await self._relay(request, headers, record, batch)
         except RelayError as error:
             record["problem"] = error.slug
             # An auth failure logs its reason; the caller only learns that it failed.
@@ -99,23 +100,27 @@ class Relay:
         return response
 
     async def _relay(
-        self, request: Request, record: RequestRecord, batch: dict[str, Any]
+        self,
+        request: Request,
+        headers: dict[str, str],
+        record: RequestRecord,
+        batch: dict[str, Any],
     ) -> Response:
         if request.method != "POST":
             raise MethodNotAllowedError("Only POST is accepted.")
         adapter = self._routes.adapter_for(record["path"])
         body = await read_body(
-            request.headers.get("content-length"), request.stream(), self._max_body_bytes
+            headers.get("content-length"), request.stream(), self._max_body_bytes
         )
         # Parsing the query costs every request; only a query-token caller sends one.
         query = request.query_params if request.scope["query_string"] else _NO_QUERY
-        delivery_id = self._authenticator.verify(request.headers, query, body)
-        check_json_content_type(request.headers.get("content-type"))
+        delivery_id = self._authenticator.verify(headers, query, body)
+        check_json_content_type(headers.get("content-type"))
         document = parse_json_object(body)
         if adapter is not None:
             return await self._relay_sender(adapter, document, record, batch)
         event = validate_event(self.event_type.model, body)
-        event_id = delivery_id or _idempotency_key(request) or str(uuid.uuid4())
+        event_id = delivery_id or _idempotency_key(headers) or str(uuid.uuid4())
         record["event_id"] = event_id
         record["routing_key"] = self.event_type.routing_key
         message = build_message(
@@ -183,9 +188,18 @@ async def _publish_all(publisher: Publisher, messages: list[Message]) -> None:
             raise result
 
 
-def _idempotency_key(request: Request) -> str | None:
+def _header_fields(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The request's headers by name, the first of repeated ones, decoded once: ASGI servers
+    give names in lower case, and each lookup in Starlette's Headers scans them all."""
+    fields: dict[str, str] = {}
+    for name, value in raw:
+        fields.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return fields
+
+
+def _idempotency_key(headers: dict[str, str]) -> str | None:
     """The caller's Idempotency-Key: a retry with the same key gets the same message_id."""
-    key = request.headers.get(IDEMPOTENCY_HEADER)
+    key = headers.get(IDEMPOTENCY_HEADER)
     if key is not None and not _EVENT_ID.match(key):
         raise RequestError("Idempotency-Key must be 1 to 200 printable ASCII characters.")
     return key
