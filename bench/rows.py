@@ -5,6 +5,8 @@
     b   naive: a functions-framework (Flask) function opening a new TLS connection per request
     f   FastAPI under plain uvicorn, aio-pika on one robust connection, confirms, mandatory
     c   a bare functions-framework ASGI hello world answering 202 without publishing
+    i   c plus importing pydantic and pika and validating with a small model: the cold-start
+        floor of any pydantic + pika function (cold start only, no load)
     d   raw pika, no HTTP: one thread, one message at a time, each waiting for its confirm
     f+  f with uvloop and httptools importable (the stretch goal: a against f+)
 
@@ -33,15 +35,17 @@ RELAY_FUNCTION = "vm_isolate"
 RELAY_DIR = REPO / "functions" / RELAY_FUNCTION
 
 HTTP_ROWS = ("a", "b", "f", "c")
+COLD_ONLY_ROWS = ("i",)
 SPEEDUP_ROWS = ("f+",)
 RAW_ROW = "d"
-ALL_ROWS = (*HTTP_ROWS, RAW_ROW, *SPEEDUP_ROWS)
+ALL_ROWS = (*HTTP_ROWS, *COLD_ONLY_ROWS, RAW_ROW, *SPEEDUP_ROWS)
 
 LABELS = {
     "a": "event-relay as deployed: ASGI function, pika AsyncioConnection",
     "b": "naive: Flask function, new TLS connection per request",
     "f": "FastAPI + aio-pika (robust connection), plain uvicorn",
     "c": "functions-framework ASGI hello world, no publish",
+    "i": "c + pydantic and pika imported: the import floor (cold start only)",
     "d": "raw pika, one thread, one confirmed publish at a time",
     "f+": "FastAPI + aio-pika with uvloop + httptools",
 }
@@ -104,6 +108,15 @@ def server_specs(
             env({"FUNCTION_USE_ASGI": "1"}, speedups=False),
             BASELINES / "hello",
             publishes=False,
+        ),
+        "i": ServerSpec(
+            "i",
+            LABELS["i"],
+            _function_command("hello", BASELINES / "import_floor", python),
+            env({"FUNCTION_USE_ASGI": "1"}, speedups=False),
+            BASELINES / "import_floor",
+            publishes=False,
+            loaded=False,
         ),
         "f+": ServerSpec(
             "f+", LABELS["f+"], uvicorn, env(baseline_env, speedups=True), REPO, cold_start=False

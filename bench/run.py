@@ -28,6 +28,7 @@ from bench.broker_queue import BenchQueue
 from bench.load import Cell, LoadError, run_raw, run_wrk, wrk_path
 from bench.rows import (
     ALL_ROWS,
+    COLD_ONLY_ROWS,
     EVENT_FILE,
     HTTP_ROWS,
     LABELS,
@@ -85,7 +86,7 @@ def parse_args(argv: list[str]) -> Plan:
     rows = (
         args.rows.split(",")
         if args.rows
-        else [*HTTP_ROWS, RAW_ROW, *([] if quick else SPEEDUP_ROWS)]
+        else [*HTTP_ROWS, *COLD_ONLY_ROWS, RAW_ROW, *([] if quick else SPEEDUP_ROWS)]
     )
     unknown = [r for r in rows if r not in ALL_ROWS]
     if unknown:
@@ -131,7 +132,8 @@ class Bench:
         self.cpu = machine.CpuWindow()
 
     def http_rows(self) -> list[str]:
-        return [r for r in self.plan.rows if r != RAW_ROW]
+        """The rows put under load over HTTP."""
+        return [r for r in self.plan.rows if r != RAW_ROW and self.specs[r].loaded]
 
     def run(self) -> None:
         self.measure_cold_starts()
@@ -154,8 +156,9 @@ class Bench:
 
     def measure_cold_starts(self) -> None:
         """Launch each row cold_runs times, interleaved; the last launch serves the load."""
-        rows = [r for r in self.http_rows() if self.specs[r].cold_start]
+        rows = [r for r in self.plan.rows if r != RAW_ROW and self.specs[r].cold_start]
         runs = max(self.plan.cold_runs, 1)
+        loaded = self.http_rows()
         if rows:
             say(f"cold starts: {runs} launches of {', '.join(rows)}, interleaved")
         for run in range(runs):
@@ -163,7 +166,7 @@ class Bench:
             for row in _rotated(rows, run):
                 log = self._log(row)
                 seconds, server = cold_start(
-                    self.specs[row], self.body, self.headers, log, keep=last
+                    self.specs[row], self.body, self.headers, log, keep=last and row in loaded
                 )
                 if self.plan.cold_runs > 0:
                     self.cold[row].append(seconds)

@@ -25,6 +25,7 @@ class ServerSpec:
     cwd: Path
     cold_start: bool = True  # measured for this row
     publishes: bool = True  # False for the hello world: its queue must stay empty
+    loaded: bool = True  # False: a cold start row only, never put under load
     notes: str = ""
 
 
