@@ -81,6 +81,15 @@ def server_specs(
     relay_env = {**deployed, "AUTH_SECRETS": token}
     baseline_env = {"BENCH_TOKEN": token}
     relay = _function_command(RELAY_FUNCTION, RELAY_DIR, python)
+
+    def hello(key: str, folder: Path, *, loaded: bool = True) -> ServerSpec:
+        """A non-publishing `hello` function in ASGI mode, as (a) is served."""
+        command = _function_command("hello", folder, python)
+        hello_env = env({"FUNCTION_USE_ASGI": "1"}, speedups=False)
+        return ServerSpec(
+            key, LABELS[key], command, hello_env, folder, publishes=False, loaded=loaded
+        )
+
     uvicorn = (
         python,
         "-m",
@@ -101,23 +110,8 @@ def server_specs(
             BASELINES / "naive",
         ),
         "f": ServerSpec("f", LABELS["f"], uvicorn, env(baseline_env, speedups=False), REPO),
-        "c": ServerSpec(
-            "c",
-            LABELS["c"],
-            _function_command("hello", BASELINES / "hello", python),
-            env({"FUNCTION_USE_ASGI": "1"}, speedups=False),
-            BASELINES / "hello",
-            publishes=False,
-        ),
-        "i": ServerSpec(
-            "i",
-            LABELS["i"],
-            _function_command("hello", BASELINES / "import_floor", python),
-            env({"FUNCTION_USE_ASGI": "1"}, speedups=False),
-            BASELINES / "import_floor",
-            publishes=False,
-            loaded=False,
-        ),
+        "c": hello("c", BASELINES / "hello"),
+        "i": hello("i", BASELINES / "import_floor", loaded=False),
         "f+": ServerSpec(
             "f+", LABELS["f+"], uvicorn, env(baseline_env, speedups=True), REPO, cold_start=False
         ),
