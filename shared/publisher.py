@@ -161,9 +161,10 @@ class Publisher:
         """Start opening the connection, if none is open or opening, without waiting for it.
 
         Called as a request arrives: a cold worker's first request then checks and validates
-        while the broker handshakes, instead of before. A failure is left for the publishes.
+        while the broker handshakes, instead of before. A failure is left for the publishes;
+        after SIGTERM nothing is opened that the shutdown would not close.
         """
-        if self._link is None and self._opening is None:
+        if self._link is None and self._opening is None and not self._closing:
             self._claim(asyncio.get_running_loop())
             if self._link is None and self._opening is None and time.monotonic() >= self._retry_at:
                 self._start_opening()

@@ -159,3 +159,30 @@ def test_no_confirm_at_all_within_the_deadline_drops_the_link() -> None:
         return publisher._link is None
 
     assert asyncio.run(scenario())
+
+
+def test_a_warm_up_opens_once_in_the_background_and_never_after_sigterm() -> None:
+    attempts: list[int] = []
+
+    def settings() -> list[pika.ConnectionParameters]:
+        attempts.append(1)
+        return unusable_settings()
+
+    async def scenario() -> None:
+        stopping = Publisher("x", publish_timeout=1, parameters=settings)
+        await stopping.shut_down()
+        stopping.warm_up()
+        await asyncio.sleep(0.01)
+        assert attempts == []
+
+        publisher = Publisher("x", publish_timeout=1, parameters=settings)
+        publisher.warm_up()
+        publisher.warm_up()  # one opening at a time
+        await asyncio.sleep(0.01)
+        assert attempts == [1]
+        # The failed opening backs off: the publish is refused with its cause, without a retry.
+        with pytest.raises(BrokerUnavailableError, match="settings are unusable"):
+            await publisher.publish(MESSAGE)
+        assert attempts == [1]
+
+    asyncio.run(scenario())
