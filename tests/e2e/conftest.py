@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
@@ -19,7 +20,36 @@ from shared.config import settings
 from shared.secrets import clear_cache
 from tests.conftest import broker_connection_params
 
-__all__ = ["Delivered", "Route", "free_port", "function_env"]
+__all__ = [
+    "EVENT",
+    "PROBLEM",
+    "Delivered",
+    "Route",
+    "free_port",
+    "function_env",
+    "post_event",
+    "sample_event",
+]
+
+EVENTS = Path(__file__).parent.parent / "events"
+PROBLEM = "application/problem+json"
+
+
+def sample_event(name: str) -> dict[str, Any]:
+    """The sample event of function `name`: tests/events/<name>.json."""
+    loaded: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    return loaded
+
+
+EVENT = sample_event("vm_isolate")
+
+
+def post_event(url: str, body: Any = EVENT, **kwargs: Any) -> httpx.Response:
+    """POST `body` (JSON-encoded unless bytes) as application/json; headers add to that."""
+    if not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    headers = {"content-type": "application/json", **kwargs.pop("headers", {})}
+    return httpx.post(url, content=body, headers=headers, timeout=30, **kwargs)
 
 
 @pytest.fixture(autouse=True)
@@ -86,6 +116,18 @@ def make_route(module_channel: BlockingChannel) -> Iterator[Callable[[str], Rout
     yield make
     for route in routes:
         route.delete()
+
+
+@pytest.fixture(scope="module")
+def route(make_route: Callable[[str], Route]) -> Route:
+    """vm_isolate's routing key on an exchange of the module's own; a module may bind another."""
+    return make_route("vm.isolate")
+
+
+@pytest.fixture
+def empty_queue(route: Route) -> None:
+    """Each test starts with the route's queue empty: modules opt in with `usefixtures`."""
+    route.messages()
 
 
 def function_env(broker: BrokerNode, exchange: str, **extra: str) -> dict[str, str]:

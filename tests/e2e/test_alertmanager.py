@@ -6,7 +6,7 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +87,6 @@ class Alertmanager:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-
-
-@pytest.fixture(scope="module")
-def route(make_route: Callable[[str], Route]) -> Route:
-    return make_route("vm.isolate")
 
 
 @pytest.fixture(scope="module")

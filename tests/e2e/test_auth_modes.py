@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,11 +24,9 @@ from standardwebhooks import Webhook
 
 from deploy.broker import BrokerNode
 from deploy.function_process import FunctionProcess
-from tests.e2e.conftest import Route, free_port, function_env
+from tests.e2e.conftest import EVENT, PROBLEM, Route, free_port, function_env
 
-EVENT = json.loads((Path(__file__).parent.parent / "events" / "vm_isolate.json").read_text())
 BODY = json.dumps(EVENT).encode()
-PROBLEM = "application/problem+json"
 
 OLD_TOKEN, NEW_TOKEN = "old-bearer-7f3a9c", "new-bearer-2b8e41"
 OLD_PAIR, NEW_PAIR = "alertmanager:old-pass-55d1", "alertmanager:new-pass-9e07"
@@ -50,6 +48,9 @@ SECRET_VALUES = {
     *(s.partition(":")[2] for s in (OLD_PAIR, NEW_PAIR)),
     *(s.removeprefix("whsec_") for s in (OLD_WHSEC, NEW_WHSEC)),
 }
+
+
+pytestmark = pytest.mark.usefixtures("empty_queue")
 
 
 @dataclass
@@ -154,22 +155,12 @@ class Servers:
 
 
 @pytest.fixture(scope="module")
-def route(make_route: Callable[[str], Route]) -> Route:
-    return make_route("vm.isolate")
-
-
-@pytest.fixture(scope="module")
 def servers(
     broker: BrokerNode, route: Route, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Servers]:
     running = Servers(broker, route, tmp_path_factory.mktemp("auth-logs"))
     yield running
     running.stop()
-
-
-@pytest.fixture(autouse=True)
-def empty_queue(route: Route) -> None:
-    route.messages()
 
 
 # Credentials sent by the tests, per mode; the last test checks none of them reached a log.

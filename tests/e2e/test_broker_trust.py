@@ -15,15 +15,8 @@ import pytest
 from deploy import REPO
 from deploy.broker import BrokerNode, issue_foreign_client
 from deploy.function_process import FunctionProcess
-from tests.e2e.conftest import Route, free_port, function_env
+from tests.e2e.conftest import EVENT, Route, free_port, function_env
 from tests.tcp_proxy import TcpProxy
-
-EVENT = json.loads((Path(__file__).parent.parent / "events" / "vm_isolate.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def route(make_route: Callable[[str], Route]) -> Route:
-    return make_route("vm.isolate")
 
 
 @pytest.fixture(scope="module")

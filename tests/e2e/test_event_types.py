@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,14 +11,9 @@ import pytest
 from deploy.broker import BrokerNode
 from deploy.function_process import FunctionProcess
 from deploy.manifest import Function, load_manifest
-from tests.e2e.conftest import Route, function_env
+from tests.e2e.conftest import Route, function_env, sample_event
 
-EVENTS = Path(__file__).parent.parent / "events"
 FUNCTIONS = {fn.name: fn for fn in load_manifest()}
-
-
-def sample(name: str) -> dict[str, Any]:
-    return dict(json.loads((EVENTS / f"{name}.json").read_text()))
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +46,7 @@ def test_the_sample_event_reaches_its_own_queue(
     fn: Function, served: Callable[[Function], tuple[FunctionProcess, Route]]
 ) -> None:
     server, route = served(fn)
-    event = sample(fn.name)
+    event = sample_event(fn.name)
 
     response = post(server.url, event)
 
@@ -95,7 +88,7 @@ def test_other_valid_forms_are_accepted(
 ) -> None:
     server, route = served(FUNCTIONS[name])
 
-    response = post(server.url, {**sample(name), **change})
+    response = post(server.url, {**sample_event(name), **change})
 
     assert response.status_code == 202, response.text
     assert len(route.messages()) == 1
@@ -110,7 +103,7 @@ def test_an_invalid_field_is_a_422_that_names_it_and_nothing_is_published(
 ) -> None:
     server, route = served(FUNCTIONS[name])
 
-    response = post(server.url, {**sample(name), **change})
+    response = post(server.url, {**sample_event(name), **change})
 
     assert response.status_code == 422
     assert [e["pointer"] for e in response.json()["errors"]] == [pointer]

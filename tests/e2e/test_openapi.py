@@ -37,7 +37,7 @@ from deploy.broker import BrokerNode
 from deploy.function_process import FunctionProcess
 from deploy.manifest import Function, load_manifest
 from deploy.openapi import FunctionApi, documents, event_model, function_document
-from tests.e2e.conftest import Route, function_env
+from tests.e2e.conftest import Route, function_env, sample_event
 
 CHECKS = [
     not_a_server_error,
@@ -166,11 +166,6 @@ def api_for(name: str, mode: str | None, url: str) -> FunctionApi:
 
 
 # --- schemathesis against the served functions ----------------------------------------
-
-
-def sample_event(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((REPO / "tests" / "events" / f"{name}.json").read_text())
-    return loaded
 
 
 def authenticate(mode: str, request: dict[str, Any], body: bytes) -> None:

@@ -6,7 +6,6 @@ the same servers, as done locally before a release.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -21,22 +20,14 @@ import pytest
 
 from deploy.broker import BrokerNode
 from deploy.function_process import FunctionProcess
-from tests.e2e.conftest import Route, function_env
+from tests.e2e.conftest import EVENT, Route, function_env
 
-EVENT = json.loads((Path(__file__).parent.parent / "events" / "vm_isolate.json").read_text())
 CLIENTS = 32
 REQUESTS_PER_CLIENT = 10
 STRESS_RUNS = int(os.environ.get("STRESS_RUNS", "1"))
 
 
-@pytest.fixture(scope="module")
-def route(make_route: Callable[[str], Route]) -> Route:
-    return make_route("vm.isolate")
-
-
-@pytest.fixture(autouse=True)
-def empty_queue(route: Route) -> None:
-    route.messages()
+pytestmark = pytest.mark.usefixtures("empty_queue")
 
 
 @pytest.fixture(scope="module")

@@ -31,10 +31,9 @@ from deploy.broker import BrokerNode, start_broker
 from deploy.function_process import FunctionProcess
 from shared.publisher import BACKOFF_MAX_SECONDS
 from tests.conftest import broker_connection_params
-from tests.e2e.conftest import free_port, function_env
+from tests.e2e.conftest import EVENT, free_port, function_env
 from tests.tcp_proxy import TcpProxy
 
-EVENT = json.loads((Path(__file__).parent.parent / "events" / "vm_isolate.json").read_text())
 ROUTING_KEY = "vm.isolate"
 PUBLISH_TIMEOUT = 3.0  # AMQP_PUBLISH_TIMEOUT of the functions in this module
 MARGIN = 1.5  # HTTP, scheduling and a loaded 2-core machine on top of the timeout

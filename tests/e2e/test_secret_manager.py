@@ -18,13 +18,15 @@ import pytest
 
 from deploy.broker import BrokerNode
 from deploy.function_process import FunctionProcess
-from tests.e2e.conftest import Route, free_port
+from tests.e2e.conftest import EVENT, Route, free_port
 from tests.secret_manager_fake import SecretManagerFake
 
-EVENT = json.loads((Path(__file__).parent.parent / "events" / "vm_isolate.json").read_text())
 PROJECT = "relay-test-project"
 TOKEN_V1, TOKEN_V2 = "sm-token-v1-4c1f0e", "sm-token-v2-93ab7d"
 TTL = 1.0  # SECRETS_CACHE_SECONDS of the functions here
+
+
+pytestmark = pytest.mark.usefixtures("empty_queue")
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +38,6 @@ def fake(broker: BrokerNode) -> Iterator[SecretManagerFake]:
         running.set("amqp-client-cert", tls.client_cert.read_text())
         running.set("amqp-client-key", tls.client_key.read_text())
         yield running
-
-
-@pytest.fixture(scope="module")
-def route(make_route: Callable[[str], Route]) -> Route:
-    return make_route("vm.isolate")
-
-
-@pytest.fixture(autouse=True)
-def empty_queue(route: Route) -> None:
-    route.messages()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -15,10 +14,10 @@ from deploy import REPO
 from deploy.__main__ import main
 from deploy.broker import BrokerNode
 from deploy.function_process import FunctionProcess
-from tests.e2e.conftest import Route, free_port, function_env
+from tests.e2e.conftest import Route, free_port, function_env, sample_event
 
 NAME = "disk_space_low"
-EVENT = json.loads((REPO / "tests" / "events" / f"{NAME}.json").read_text())
+EVENT = sample_event(NAME)
 
 
 @pytest.fixture(scope="module")

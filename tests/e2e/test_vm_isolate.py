@@ -6,7 +6,6 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,15 +13,9 @@ import pytest
 
 from deploy.broker import BrokerNode
 from deploy.function_process import FunctionProcess
-from tests.e2e.conftest import Route, function_env
+from tests.e2e.conftest import EVENT, PROBLEM, Route, function_env, post_event
 
-EVENT = json.loads((Path(__file__).parent.parent / "events" / "vm_isolate.json").read_text())
-PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(scope="module")
-def route(make_route: Callable[[str], Route]) -> Route:
-    return make_route("vm.isolate")
+pytestmark = pytest.mark.usefixtures("empty_queue")
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +25,10 @@ def server(
     return start_function("vm_isolate", function_env(broker, route.exchange))
 
 
-@pytest.fixture(autouse=True)
-def empty_queue(route: Route) -> None:
-    route.messages()
-
-
-def post(url: str, body: Any = EVENT, **kwargs: Any) -> httpx.Response:
-    if not isinstance(body, bytes):
-        body = json.dumps(body).encode()
-    headers = {"content-type": "application/json", **kwargs.pop("headers", {})}
-    return httpx.post(url, content=body, headers=headers, timeout=30, **kwargs)
-
-
 def test_an_event_is_published_with_its_envelope_and_properties(
     server: FunctionProcess, route: Route
 ) -> None:
-    response = post(server.url)
+    response = post_event(server.url)
 
     assert response.status_code == 202
     answer = response.json()
@@ -77,7 +58,9 @@ def test_an_event_is_published_with_its_envelope_and_properties(
 
 
 def test_defaults_fill_the_optional_fields(server: FunctionProcess, route: Route) -> None:
-    response = post(server.url, {"hostname": "db-7", "source": "zabbix", "reason": "ransomware"})
+    response = post_event(
+        server.url, {"hostname": "db-7", "source": "zabbix", "reason": "ransomware"}
+    )
 
     assert response.status_code == 202
     [message] = route.messages()
@@ -89,8 +72,8 @@ def test_defaults_fill_the_optional_fields(server: FunctionProcess, route: Route
 
 
 def test_an_idempotency_key_becomes_the_message_id(server: FunctionProcess, route: Route) -> None:
-    first = post(server.url, headers={"idempotency-key": "alert-42"})
-    again = post(server.url, headers={"idempotency-key": "alert-42"})
+    first = post_event(server.url, headers={"idempotency-key": "alert-42"})
+    again = post_event(server.url, headers={"idempotency-key": "alert-42"})
 
     assert first.json()["id"] == again.json()["id"] == "alert-42"
     assert [m.properties.message_id for m in route.messages()] == ["alert-42", "alert-42"]
@@ -226,7 +209,7 @@ def test_an_oversize_chunked_body_is_refused(server: FunctionProcess, route: Rou
 def test_invalid_events_get_422_naming_the_field(
     server: FunctionProcess, route: Route, payload: dict[str, Any], pointer: str, error_type: str
 ) -> None:
-    response = post(server.url, payload)
+    response = post_event(server.url, payload)
 
     assert response.status_code == 422
     assert response.headers["content-type"] == PROBLEM
@@ -248,7 +231,7 @@ def test_an_unroutable_message_is_a_503_not_a_202(
     elsewhere = make_route("nothing.bound.to.vm")
     server = start_function("vm_isolate", function_env(broker, elsewhere.exchange))
 
-    response = post(server.url)
+    response = post_event(server.url)
 
     assert response.status_code == 503
     assert response.headers["content-type"] == PROBLEM
@@ -262,7 +245,7 @@ def test_a_missing_exchange_is_a_503(
 ) -> None:
     server = start_function("vm_isolate", function_env(broker, "no-such-exchange"))
 
-    response = post(server.url)
+    response = post_event(server.url)
 
     assert response.status_code == 503
     assert "retry-after" in response.headers
