@@ -12,6 +12,7 @@ import json
 import socket
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -75,6 +76,18 @@ def assert_problem(response: httpx.Response, status: int, slug: str | None = Non
     assert problem["status"] == status
     if slug is not None:
         assert problem["type"] == f"urn:event-relay:problem:{slug}"
+
+
+POST_HEAD = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+
+def raw_post(
+    port: int, header_lines: bytes, body: bytes, *, content_length: bool = True
+) -> tuple[int, bytes]:
+    """POST `body` with raw header lines (each ending in CRLF) that no HTTP client would send;
+    a Content-Length for the body is added unless the lines frame the body themselves."""
+    length = b"Content-Length: %d\r\n" % len(body) if content_length else b""
+    return raw_request(port, POST_HEAD + header_lines + length + b"\r\n", body)
 
 
 def raw_request(port: int, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
@@ -159,13 +172,11 @@ def test_a_body_at_the_limit_is_read_and_one_byte_more_is_a_413(
 def test_a_declared_length_over_the_limit_is_refused_before_the_body_arrives(
     server: FunctionProcess, route: Route
 ) -> None:
-    head = (
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 10000000000\r\n\r\n"
-    )
     started = time.monotonic()
 
-    status, answer = raw_request(server.port, head, b"{")
+    status, answer = raw_post(
+        server.port, b"Content-Length: 10000000000\r\n", b"{", content_length=False
+    )
 
     assert status == 413
     assert b"payload-too-large" in answer
@@ -216,9 +227,7 @@ def test_a_small_chunked_event_is_accepted(server: FunctionProcess, route: Route
     ],
 )
 def test_contradictory_framing_is_a_4xx(server: FunctionProcess, route: Route, head: bytes) -> None:
-    request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + head + b"\r\n"
-
-    status, _answer = raw_request(server.port, request, b"{}\r\n")
+    status, _answer = raw_post(server.port, head, b"{}\r\n", content_length=False)
 
     assert 400 <= status < 500
     assert route.count() == 0
@@ -276,14 +285,9 @@ def test_json_content_types_are_accepted(
 def test_an_idempotency_key_that_is_not_printable_ascii_is_a_400(
     server: FunctionProcess, route: Route, key: str
 ) -> None:
-    head = (
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Idempotency-Key: " + key.encode("latin-1") + b"\r\n"
-    )
-    body = json.dumps(EVENT).encode()
-    head += b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    key_line = b"Idempotency-Key: " + key.encode("latin-1") + b"\r\n"
 
-    status, answer = raw_request(server.port, head, body)
+    status, answer = raw_post(server.port, key_line, json.dumps(EVENT).encode())
 
     assert status == 400, answer[:300]
     # uvicorn's HTTP parser refuses control characters in a header before we see them.
@@ -303,14 +307,9 @@ def test_an_idempotency_key_that_is_not_printable_ascii_is_a_400(
 def test_header_injection_in_the_idempotency_key_publishes_nothing(
     server: FunctionProcess, route: Route, injection: bytes
 ) -> None:
-    body = json.dumps(EVENT).encode()
-    head = (
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Idempotency-Key: " + injection + b"\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
-    )
+    key_line = b"Idempotency-Key: " + injection + b"\r\n"
 
-    status, _answer = raw_request(server.port, head, body)
+    status, _answer = raw_post(server.port, key_line, json.dumps(EVENT).encode())
 
     # The HTTP parser refuses a bare CR or NUL; a bare LF ends the header (obs-fold is
     # refused too) and the key "a" with a stray header may pass: then the id must be "a".
@@ -340,18 +339,14 @@ def test_a_webhook_id_that_is_not_printable_ascii_is_a_401_even_when_signed(
     """webhook-id becomes the AMQP message_id: it is refused before it gets there."""
     body = json.dumps(EVENT).encode()
     now = int(time.time())
-    from datetime import UTC, datetime
-
     signature = Webhook(WHSEC).sign(msg_id, datetime.fromtimestamp(now, UTC), body.decode())
-    head = (
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    signed_lines = (
         b"webhook-id: " + msg_id.encode("latin-1") + b"\r\n"
         b"webhook-timestamp: " + str(now).encode() + b"\r\n"
         b"webhook-signature: " + signature.encode() + b"\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
     )
 
-    status, answer = raw_request(signed_server.port, head, body)
+    status, answer = raw_post(signed_server.port, signed_lines, body)
 
     # Refused by us (401), or by uvicorn's HTTP parser for control characters (400).
     assert status == 401 or (status == 400 and b"Invalid HTTP request" in answer), answer[:300]
@@ -361,8 +356,6 @@ def test_a_webhook_id_that_is_not_printable_ascii_is_a_401_even_when_signed(
 def test_a_long_printable_webhook_id_is_the_message_id(
     signed_server: FunctionProcess, route: Route
 ) -> None:
-    from datetime import UTC, datetime
-
     msg_id = "m" * 200
     body = json.dumps(EVENT)
     now = datetime.now(UTC)
