@@ -16,8 +16,6 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from deploy.broker import BrokerNode, free_port
 from deploy.function_process import FunctionProcess
-from shared.config import settings
-from shared.secrets import clear_cache
 from tests.conftest import broker_connection_params
 
 __all__ = [
@@ -50,16 +48,6 @@ def post_event(url: str, body: Any = EVENT, **kwargs: Any) -> httpx.Response:
         body = json.dumps(body).encode()
     headers = {"content-type": "application/json", **kwargs.pop("headers", {})}
     return httpx.post(url, content=body, headers=headers, timeout=30, **kwargs)
-
-
-@pytest.fixture(autouse=True)
-def fresh_settings() -> Iterator[None]:
-    """Settings and secrets are cached per process; each test reads its own environment."""
-    settings.cache_clear()
-    clear_cache()
-    yield
-    settings.cache_clear()
-    clear_cache()
 
 
 @dataclass

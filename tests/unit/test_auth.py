@@ -7,14 +7,12 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from standardwebhooks import Webhook
 from starlette.datastructures import Headers, QueryParams
 
-from shared import secrets
 from shared.auth import (
     BASIC_CHALLENGE,
     BEARER_CHALLENGE,
@@ -31,24 +29,6 @@ WHSEC = "whsec_" + base64.b64encode(b"standard-webhooks-key-0123456789").decode(
 WHSEC_2 = "whsec_" + base64.b64encode(b"the-next-key-after-rotation-abcd").decode()
 GRAFANA_KEY = "grafana-hmac-secret"
 NO_QUERY: dict[str, str] = {}
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for var in (
-        "AUTH_MODE",
-        "AUTH_SECRETS",
-        "AUTH_SECRETS_FILE",
-        "AUTH_SECRETS_SECRET",
-        "AUTH_TOLERANCE_SECONDS",
-        "AUTH_TIMESTAMP_HEADER",
-        "AUTH_DISABLED",
-        "K_SERVICE",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    secrets.clear_cache()
-    yield
-    secrets.clear_cache()
 
 
 def make(monkeypatch: pytest.MonkeyPatch, mode: str, secret: str, **env: str) -> Authenticator:
