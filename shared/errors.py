@@ -16,6 +16,14 @@ class RelayError(Exception):
     slug: str = "internal"
     title: str = "Internal error"
 
+    def __init_subclass__(cls, **answer: Any) -> None:
+        """`class XError(Base, status=..., slug=..., title=...)`: how it is answered over HTTP."""
+        super().__init_subclass__()
+        for name, value in answer.items():
+            if not hasattr(cls, name):
+                raise TypeError(f"{cls.__name__}: {name} is not an attribute of errors")
+            setattr(cls, name, value)
+
 
 class ConfigError(RelayError):
     """A setting is missing or invalid: the function refuses to start."""
@@ -24,12 +32,8 @@ class ConfigError(RelayError):
 # --- 4xx: the caller's fault; nothing was published ------------------------------------
 
 
-class RequestError(RelayError):
+class RequestError(RelayError, status=400, slug="bad-request", title="Bad request"):
     """The request is wrong; the caller must change it before retrying."""
-
-    status = 400
-    slug = "bad-request"
-    title = "Bad request"
 
     def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(detail)
@@ -37,60 +41,40 @@ class RequestError(RelayError):
         self.errors = errors
 
 
-class NotFoundError(RequestError):
+class NotFoundError(RequestError, status=404, slug="not-found", title="Not found"):
     """No route serves this path."""
 
-    status = 404
-    slug = "not-found"
-    title = "Not found"
 
-
-class MethodNotAllowedError(RequestError):
+class MethodNotAllowedError(
+    RequestError, status=405, slug="method-not-allowed", title="Method not allowed"
+):
     """Only POST is accepted."""
 
-    status = 405
-    slug = "method-not-allowed"
-    title = "Method not allowed"
 
-
-class PayloadTooLargeError(RequestError):
+class PayloadTooLargeError(
+    RequestError, status=413, slug="payload-too-large", title="Payload too large"
+):
     """The body is larger than MAX_BODY_BYTES."""
 
-    status = 413
-    slug = "payload-too-large"
-    title = "Payload too large"
 
-
-class UnsupportedMediaTypeError(RequestError):
+class UnsupportedMediaTypeError(
+    RequestError, status=415, slug="unsupported-media-type", title="Unsupported media type"
+):
     """The body is not declared as JSON."""
 
-    status = 415
-    slug = "unsupported-media-type"
-    title = "Unsupported media type"
 
-
-class MalformedJsonError(RequestError):
+class MalformedJsonError(RequestError, status=400, slug="malformed-json", title="Malformed JSON"):
     """The body is not a well-formed JSON object."""
 
-    status = 400
-    slug = "malformed-json"
-    title = "Malformed JSON"
 
-
-class ValidationFailedError(RequestError):
+class ValidationFailedError(
+    RequestError, status=422, slug="validation-failed", title="Validation failed"
+):
     """The JSON does not satisfy the event type's schema."""
 
-    status = 422
-    slug = "validation-failed"
-    title = "Validation failed"
 
-
-class AuthenticationError(RequestError):
+class AuthenticationError(RequestError, status=401, slug="unauthorized", title="Unauthorized"):
     """Credentials are missing or invalid; `reason` is logged, never sent back."""
-
-    status = 401
-    slug = "unauthorized"
-    title = "Unauthorized"
 
     def __init__(self, reason: str, *, challenge: str) -> None:
         super().__init__("Missing or invalid credentials.")
@@ -101,12 +85,9 @@ class AuthenticationError(RequestError):
 # --- 503: ours; the caller retries ------------------------------------------------------
 
 
-class UnavailableError(RelayError):
+class UnavailableError(RelayError, status=503, slug="unavailable", title="Service unavailable"):
     """We could not take the event now; the caller retries after `retry_after` seconds."""
 
-    status = 503
-    slug = "unavailable"
-    title = "Service unavailable"
     # What the caller is told; the specifics (hosts, secret names, broker replies) are logged.
     public_detail = "The event could not be relayed now; retry after Retry-After seconds."
 
@@ -116,43 +97,47 @@ class UnavailableError(RelayError):
         self.retry_after = max(1, retry_after)
 
 
-class BrokerUnavailableError(UnavailableError):
+class BrokerUnavailableError(
+    UnavailableError, slug="broker-unavailable", public_detail="The message broker is unavailable."
+):
     """No connection to the broker could be opened or kept."""
 
-    slug = "broker-unavailable"
-    public_detail = "The message broker is unavailable."
 
-
-class BrokerBlockedError(UnavailableError):
+class BrokerBlockedError(
+    UnavailableError,
+    slug="broker-blocked",
+    public_detail="The message broker accepts no messages for now.",
+):
     """The broker blocks publishers (a memory or disk alarm)."""
 
-    slug = "broker-blocked"
-    public_detail = "The message broker accepts no messages for now."
 
-
-class PublishTimeoutError(UnavailableError):
+class PublishTimeoutError(
+    UnavailableError,
+    slug="publish-timeout",
+    public_detail="The message broker did not confirm the message in time.",
+):
     """The broker did not confirm the message within AMQP_PUBLISH_TIMEOUT."""
 
-    slug = "publish-timeout"
-    public_detail = "The message broker did not confirm the message in time."
 
-
-class PublishRejectedError(UnavailableError):
+class PublishRejectedError(
+    UnavailableError,
+    slug="publish-rejected",
+    public_detail="The message broker refused the message.",
+):
     """The broker nacked the message (for instance a full queue with reject-publish)."""
 
-    slug = "publish-rejected"
-    public_detail = "The message broker refused the message."
 
-
-class UnroutableError(UnavailableError):
+class UnroutableError(
+    UnavailableError,
+    slug="unroutable",
+    public_detail="The message broker has no queue for this event type.",
+):
     """The broker returned the message: no queue is bound for its routing key."""
 
-    slug = "unroutable"
-    public_detail = "The message broker has no queue for this event type."
 
-
-class SecretUnavailableError(UnavailableError):
+class SecretUnavailableError(
+    UnavailableError,
+    slug="secret-unavailable",
+    public_detail="A setting of this function could not be read.",
+):
     """A secret setting could not be read (missing, permission denied, wrong project)."""
-
-    slug = "secret-unavailable"
-    public_detail = "A setting of this function could not be read."
