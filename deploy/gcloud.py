@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 import subprocess
@@ -24,15 +23,7 @@ class GcloudMissingError(RuntimeError):
 
 def runtime_env(fn: Function) -> dict[str, str]:
     """The plain env vars a deployed function gets (--set-env-vars)."""
-    env = {"FUNCTION_USE_ASGI": "1", "WORKERS": str(fn.workers)}  # ASGI mode, always
-    if fn.auth is not None:
-        env["AUTH_MODE"] = fn.auth.mode
-        if fn.auth.tolerance_seconds is not None:
-            env["AUTH_TOLERANCE_SECONDS"] = str(fn.auth.tolerance_seconds)
-        if fn.auth.timestamp_header is not None:
-            env["AUTH_TIMESTAMP_HEADER"] = fn.auth.timestamp_header
-    env.update(sender_env(fn))
-    env.update(fn.env)
+    env = {"FUNCTION_USE_ASGI": "1", "WORKERS": str(fn.workers), **fn.settings_env()}
     for name, ref in fn.secrets.items():
         if ref.via == "file":
             env[f"{name}_FILE"] = secret_mount_path(name, ref)
@@ -41,20 +32,6 @@ def runtime_env(fn: Function) -> dict[str, str]:
                 ref.secret if "/" in ref.secret else f"projects/{fn.project}/secrets/{ref.secret}"
             )
             env[f"{name}_SECRET"] = f"{path}/versions/{ref.version}"
-    return env
-
-
-def sender_env(fn: Function) -> dict[str, str]:
-    """The SENDER* settings of `senders` (shared/adapters/routes.py), only where not default."""
-    senders, env = fn.senders, {}
-    if senders.paths is not None:
-        env["SENDERS"] = ",".join(senders.paths)
-    if senders.default != "canonical":
-        env["SENDER_DEFAULT"] = senders.default
-    if senders.forward_resolved:
-        env["SENDER_FORWARD_RESOLVED"] = "1"
-    if senders.mappings:
-        env["SENDER_MAPPINGS"] = json.dumps(senders.mappings, separators=(",", ":"))
     return env
 
 

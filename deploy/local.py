@@ -25,7 +25,7 @@ from deploy.function_process import FunctionProcess
 from deploy.gcloud import runtime_env
 from deploy.manifest import Function
 from deploy.tail import tail
-from shared.config import SETTING_PREFIXES
+from shared.config import Settings
 
 DEV = REPO / ".dev"
 EVENTS = REPO / "tests" / "events"
@@ -47,8 +47,8 @@ def run_local(
     signal.signal(signal.SIGTERM, _interrupt)
     # A developer's shell may hold settings for a real broker or Secret Manager: they would mix
     # with the local ones (and `NAME` plus `NAME_SECRET` is refused).
-    for name in [n for n in os.environ if n.startswith(SETTING_PREFIXES)]:
-        del os.environ[name]
+    for name in Settings.variables():
+        os.environ.pop(name, None)
     ensure_rabbitmq_installed(install=True)  # installs only as root with apt, and says so
     with ExitStack() as stack, _shielded_exit():
         say(f"starting a private RabbitMQ node with mutual TLS in {dev_dir / 'broker'} ...")

@@ -23,26 +23,22 @@ from pydantic import (
 )
 
 from deploy import REPO
+from shared.adapters import routes_for
 from shared.adapters.mapping import parse_expression
+from shared.config import LOCAL_ONLY, SECRET_SETTINGS, Settings, settings_env
 from shared.errors import ConfigError
+from shared.schemas import EVENT_TYPES, Event
+from shared.vocabulary import CANONICAL, AuthMode, SenderName
 
 MANIFEST = REPO / "deploy" / "functions.yaml"
-DEFAULT_EXCHANGE = "event-relay"  # shared.config's default for AMQP_EXCHANGE
-# Secret settings every function reads (shared.broker_params, shared.auth).
-REQUIRED_SECRETS = (
-    "AMQP_URL",
-    "AMQP_CA_CERT",
-    "AMQP_CLIENT_CERT",
-    "AMQP_CLIENT_KEY",
-    "AUTH_SECRETS",
-)
-# Env names the manifest must not set: deploy sets them itself (FUNCTION_USE_ASGI, WORKERS, AUTH_*
-# from `auth`, SENDER* from `senders`), they are the platform's (PORT, K_*, X_GOOGLE_*), ignored
-# (THREADS), or traps
-# (DEBUG switches functions-framework to Werkzeug's debugger; AUTH_DISABLED is local only).
-RESERVED_ENV = re.compile(
-    r"FUNCTION_USE_ASGI|FUNCTION_TARGET|WORKERS|THREADS|DEBUG|PORT|K_[A-Z_]+|X_GOOGLE_[A-Z0-9_]*"
-    r"|AUTH_MODE|AUTH_TOLERANCE_SECONDS|AUTH_TIMESTAMP_HEADER|AUTH_DISABLED|SENDERS|SENDER_[A-Z_]+"
+# Every function reads every secret setting (shared.broker_params, shared.auth).
+REQUIRED_SECRETS = tuple(name.upper() for name in SECRET_SETTINGS)
+# Env names the manifest's `env` must not set, besides those its blocks set (`auth`, `senders`,
+# `project`) and the local-development switches: functions-framework's and the platform's
+# (FUNCTION_USE_ASGI and WORKERS are deploy's; THREADS is ignored in ASGI mode), and DEBUG,
+# which switches functions-framework to Werkzeug's debugger.
+FRAMEWORK_ENV = re.compile(
+    r"FUNCTION_[A-Z_]+|WORKERS|THREADS|DEBUG|HOST|PORT|K_[A-Z_]+|X_GOOGLE_[A-Z0-9_]*"
 )
 
 
@@ -73,7 +69,6 @@ def _not_reserved_queue(name: str) -> str:
 EnvName = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,99}$")]
 FunctionName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,48}$")]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")]
-RoutingKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", max_length=255)]
 QueueName = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,255}$"), AfterValidator(_not_reserved_queue)
 ]
@@ -105,19 +100,16 @@ class SecretRef(_Model):
 class Auth(_Model):
     """AUTH_MODE and its options; the credentials are the AUTH_SECRETS secret."""
 
-    mode: Literal["bearer", "basic", "query-token", "standard-webhooks", "grafana-hmac"]
+    mode: AuthMode
     tolerance_seconds: Annotated[int | None, Field(ge=1, le=3600)] = None
     timestamp_header: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9-]{1,100}$")] = None
-
-
-SenderName = Literal["alertmanager", "grafana", "datadog", "cloud-monitoring", "splunk"]
 
 
 class Senders(_Model):
     """The sender payloads a function accepts (README "Senders"): SENDER_* env vars."""
 
     paths: list[SenderName] | None = None  # POST <url>/<sender>; default: every sender
-    default: Literal["canonical"] | SenderName = "canonical"  # the format of a plain POST <url>
+    default: Literal["canonical"] | SenderName = CANONICAL  # the format of a plain POST <url>
     forward_resolved: bool = False  # publish resolved alerts under <routing_key>.resolved
     mappings: dict[SenderName, dict[str, Any]] = {}  # {sender: {field: expression}}
 
@@ -162,24 +154,54 @@ class Entry(Options):
 
     entry_point: Identifier | None = None  # default: the function's name
     source: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_./-]+$")] = None  # functions/<name>
-    routing_key: RoutingKey
     queue: QueueName | None = None  # default: <exchange>.<name>
 
 
 class Function(Entry):
-    """An entry with the defaults applied and every derived field filled in."""
+    """An entry with the defaults applied and every derived field filled in. Its name is an
+    event type's (shared.schemas), which gives the model and the routing key."""
 
     name: FunctionName
     entry_point: Identifier
     queue: QueueName
 
     @property
+    def model(self) -> type[Event]:
+        return EVENT_TYPES[self.name]
+
+    @property
+    def routing_key(self) -> str:
+        return self.model.routing_key
+
+    @property
     def exchange(self) -> str:
-        return self.env.get("AMQP_EXCHANGE", DEFAULT_EXCHANGE)
+        return self.settings().amqp_exchange
 
     @property
     def source_dir(self) -> Path:
         return REPO / (self.source or f"functions/{self.name}")
+
+    def settings_env(self) -> dict[str, str]:
+        """The function's non-secret settings as env vars: its blocks', then its `env`'s."""
+        return {**settings_env(**self.block_settings()), **self.env}
+
+    def block_settings(self) -> dict[str, Any]:
+        """The settings the manifest's own fields give (`auth`, `senders`, `project`)."""
+        auth, senders = self.auth, self.senders
+        return {
+            "auth_mode": auth and auth.mode,
+            "auth_tolerance_seconds": auth and auth.tolerance_seconds,
+            "auth_timestamp_header": auth and auth.timestamp_header,
+            "senders": senders.paths,
+            "sender_default": senders.default,
+            "sender_forward_resolved": senders.forward_resolved,
+            "sender_mappings": senders.mappings,
+            "google_cloud_project": self.project,
+        }
+
+    def settings(self) -> Settings:
+        """The settings the function starts with, its secrets aside."""
+        return Settings.from_env(self.settings_env())
 
 
 class Manifest(_Model):
@@ -200,17 +222,24 @@ def load_manifest(path: Path = MANIFEST) -> list[Function]:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
         raise ManifestError(_describe(where, exc)) from None
-    functions = [_resolve(manifest.defaults, name, e) for name, e in manifest.functions.items()]
-    problems = [f"{where}: functions.{fn.name}.{p}" for fn in functions for p in _problems(fn)]
-    for field in ("routing_key", "queue"):
-        seen: dict[str, str] = {}
-        for fn in functions:
-            value = getattr(fn, field)
-            if value in seen:
-                problems.append(
-                    f"{where}: functions.{fn.name}.{field}: {value!r} is also {seen[value]}'s"
-                )
-            seen.setdefault(value, fn.name)
+    functions, problems = [], []
+    for name, entry in manifest.functions.items():
+        try:
+            functions.append(_resolve(manifest.defaults, name, entry))
+        except ConfigError as exc:
+            problems.append(f"{where}: functions.{name}.env: {exc}")
+    problems += [
+        f"{where}: functions.{fn.name}{p if p.startswith(':') else '.' + p}"
+        for fn in functions
+        for p in _problems(fn)
+    ]
+    queues: dict[str, str] = {}
+    for fn in functions:
+        if fn.queue in queues:
+            problems.append(
+                f"{where}: functions.{fn.name}.queue: {fn.queue!r} is also {queues[fn.queue]}'s"
+            )
+        queues.setdefault(fn.queue, fn.name)
     if problems:
         raise ManifestError("\n".join(problems))
     return functions
@@ -224,13 +253,17 @@ def _resolve(defaults: Options, name: str, entry: Entry) -> Function:
     merged["env"] = {**defaults.env, **entry.env}
     merged["secrets"] = {**defaults.secrets, **entry.secrets}
     merged["entry_point"] = entry.entry_point or name
-    exchange = merged["env"].get("AMQP_EXCHANGE", DEFAULT_EXCHANGE)
-    merged["queue"] = entry.queue or f"{exchange}.{name}"
+    # ConfigError for a bad env setting: the loader names the entry.
+    merged["queue"] = entry.queue or f"{Settings.from_env(merged['env']).amqp_exchange}.{name}"
     return Function(name=name, **merged)
 
 
 def _problems(fn: Function) -> list[str]:
     """What pydantic cannot see field by field: required settings and combinations."""
+    if fn.name not in EVENT_TYPES:
+        declare = f'class ...(Event, event_type="{fn.name}", routing_key="...")'
+        missing = f": no event type {fn.name!r}: declare it in shared/schemas.py: {declare}"
+        return [missing, *_missing_source(fn)]
     problems = [
         f"{field}: required (here or in defaults)"
         for field in ("region", "service_account", "auth")
@@ -258,15 +291,26 @@ def _problems(fn: Function) -> list[str]:
         f"secrets: mount folder {d} used twice (Cloud Run mounts one secret per folder)"
         for d in sorted({d for d in dirs if dirs.count(d) > 1})
     ]
+    from_blocks = {name.upper() for name in fn.block_settings()}
     for name in fn.env:
         secret_setting = name.removesuffix("_FILE").removesuffix("_SECRET")
-        if RESERVED_ENV.fullmatch(name):
+        if FRAMEWORK_ENV.fullmatch(name) or name in from_blocks:
             problems.append(f"env.{name}: set by deploy, the platform or `auth`, not here")
-        elif secret_setting in fn.secrets:
+        elif name in LOCAL_ONLY:
+            problems.append(f"env.{name}: for local development only, never deployed")
+        elif secret_setting in fn.secrets or secret_setting in REQUIRED_SECRETS:
             problems.append(f"env.{name}: {secret_setting} is a secret: set it under secrets")
-    if not (fn.source_dir / "main.py").is_file():
-        problems.append(f"source: {_display(fn.source_dir / 'main.py')} does not exist")
-    return problems
+    try:  # the checks the function itself makes at start, its secrets aside
+        routes_for(fn.model, fn.settings())
+    except ConfigError as exc:
+        problems.append(f"env or senders: {exc}")
+    return problems + _missing_source(fn)
+
+
+def _missing_source(fn: Function) -> list[str]:
+    if (fn.source_dir / "main.py").is_file():
+        return []
+    return [f"source: {_display(fn.source_dir / 'main.py')} does not exist"]
 
 
 def secret_mount_path(name: str, ref: SecretRef) -> str:

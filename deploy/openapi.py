@@ -15,8 +15,6 @@ the 4xx problems, 503 with Retry-After) and the security scheme AUTH_MODE needs.
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib
 import json
 import sys
 from dataclasses import dataclass
@@ -25,17 +23,14 @@ from typing import Any
 
 from deploy import REPO
 from deploy.manifest import MANIFEST, Function, ManifestError, load_manifest
+from shared.auth import GRAFANA_TIMESTAMP_HEADER, QUERY_PARAMETER
 from shared.schemas import Event
+from shared.vocabulary import AUTH_MODES, IDEMPOTENCY_KEY_PATTERN, AuthMode
 
 OUT = REPO / "build" / "openapi"
 # Cloud Run's deterministic URL; the project number is not in the manifest, so it is a variable.
 DEFAULT_SERVER = "https://{service}-{project_number}.{region}.run.app"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-IDEMPOTENCY_KEY_PATTERN = "^[\\x21-\\x7e]{1,200}$"
-WEBHOOK_ID_PATTERN = "^[\\x21-\\x7e]{1,255}$"
-GRAFANA_TIMESTAMP_HEADER = "X-Grafana-Alerting-Signature-Timestamp"
-
-AUTH_MODES = ("bearer", "basic", "query-token", "standard-webhooks", "grafana-hmac")
 
 
 @dataclass(frozen=True)
@@ -45,7 +40,7 @@ class FunctionApi:
     name: str
     model: type[Event]
     routing_key: str
-    auth_mode: str | None  # None: AUTH_DISABLED (local development): no security requirement
+    auth_mode: AuthMode | None  # None: AUTH_DISABLED (local development): no security requirement
     server_url: str
     server_variables: dict[str, str] | None = None
     timestamp_header: str | None = None  # grafana-hmac: AUTH_TIMESTAMP_HEADER, then required
@@ -230,7 +225,7 @@ def _security(
             scheme = {
                 "type": "apiKey",
                 "in": "query",
-                "name": "token",
+                "name": QUERY_PARAMETER,
                 "description": "For senders that cannot set headers; never logged.",
             }
             return {"queryToken": scheme}, [{"queryToken": []}], []
@@ -271,28 +266,6 @@ def _security(
     raise ValueError(f"unknown auth mode {api.auth_mode!r}")  # pragma: no cover
 
 
-def event_model(source_dir: Path) -> type[Event]:
-    """The model a function's main.py passes to event_function(), found without running it
-    (running it would check the broker settings)."""
-    main = source_dir / "main.py"
-    tree = ast.parse(main.read_text(), str(main))
-    imports = {
-        alias.asname or alias.name: (node.module, alias.name)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module
-        for alias in node.names
-    }
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "event_function":
-            for keyword in node.keywords:
-                if keyword.arg == "model" and isinstance(keyword.value, ast.Name):
-                    module, name = imports.get(keyword.value.id, ("shared.schemas", ""))
-                    model = getattr(importlib.import_module(module), name or keyword.value.id)
-                    if isinstance(model, type) and issubclass(model, Event):
-                        return model
-    raise ValueError(f"{main}: no event_function(..., model=<Event subclass>) call")
-
-
 def documents(
     functions: list[Function], *, server_url: str | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -306,7 +279,7 @@ def documents(
         }
         api = FunctionApi(
             name=fn.name,
-            model=event_model(fn.source_dir),
+            model=fn.model,
             routing_key=fn.routing_key,
             auth_mode=fn.auth.mode if fn.auth else None,
             server_url=(server_url or DEFAULT_SERVER).replace("{name}", fn.name),

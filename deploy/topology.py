@@ -18,8 +18,8 @@ from pika.exceptions import AMQPConnectionError, ChannelClosedByBroker
 
 from deploy.manifest import Function
 from shared.broker_params import connection_parameters
-from shared.config import Settings
-from shared.pipeline import RESOLVED
+from shared.config import settings
+from shared.vocabulary import RESOLVED
 
 QueueType = Literal["quorum", "classic"]
 Method = Literal["exchange.declare", "queue.declare", "queue.bind"]
@@ -79,9 +79,11 @@ def plan(functions: Iterable[Function], queue_type: QueueType = "quorum") -> lis
 
 
 def connect() -> BlockingConnection:
-    """A connection from the same AMQP_* settings (and secrets) the functions use."""
+    """A connection from the same AMQP_* settings (and secrets) the functions use; a bad
+    setting is a ConfigError naming it."""
+    parameters = connection_parameters(settings())
     try:
-        return pika.BlockingConnection(connection_parameters(Settings.from_env()))
+        return pika.BlockingConnection(parameters)
     except AMQPConnectionError as exc:
         raise TopologyError(f"cannot connect to the broker: {exc!r}") from exc
 

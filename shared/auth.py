@@ -1,18 +1,8 @@
 """Authenticate every caller: one Authenticator for AUTH_MODE, built once at start.
 
-Environment variables:
-    AUTH_MODE               bearer | basic | query-token | standard-webhooks | grafana-hmac
-    AUTH_SECRETS            tokens, user:password pairs or signing secrets, separated by commas or
-                            newlines; while rotating, give old and new: any one matches (secret:
-                            read through shared.secrets on every request, so no restart is needed)
-    AUTH_TOLERANCE_SECONDS  replay window of the signed timestamps, plus or minus (default 300)
-    AUTH_TIMESTAMP_HEADER   grafana-hmac: the "Timestamp Header" set on the Grafana contact point.
-                            Grafana has no default and sends none unless one is set. Unset here:
-                            X-Grafana-Alerting-Signature-Timestamp is checked when present, else the
-                            body alone is signed and nothing stops a replay. Set: it is required.
-    AUTH_DISABLED           1 lets every request through: local development only
-
-AUTH_SECRETS comes from os.environ through shared.secrets; `environ` covers the others.
+The settings (shared.config): AUTH_MODE, AUTH_SECRETS (tokens, user:password pairs or signing
+secrets; read again through shared.secrets as it rotates, so no restart is needed),
+AUTH_TOLERANCE_SECONDS, AUTH_TIMESTAMP_HEADER and AUTH_DISABLED (local development only).
 """
 
 from __future__ import annotations
@@ -21,14 +11,15 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
+from shared import secrets
+from shared.config import SecretSource, Settings
 from shared.errors import AuthenticationError, ConfigError, SecretUnavailableError
-from shared.secrets import read_secret
+from shared.vocabulary import WEBHOOK_ID_PATTERN
 
 BEARER_CHALLENGE = 'Bearer realm="event-relay"'
 BASIC_CHALLENGE = 'Basic realm="event-relay", charset="UTF-8"'
@@ -38,7 +29,7 @@ GRAFANA_TIMESTAMP_HEADER = "x-grafana-alerting-signature-timestamp"
 QUERY_PARAMETER = "token"
 
 _log = logging.getLogger("event_relay.auth")
-_WEBHOOK_ID = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII; an AMQP message_id is <= 255 bytes
+_WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 Fields = Mapping[str, str]
@@ -46,75 +37,73 @@ Keys = tuple[bytes, ...]
 
 
 class Authenticator(Protocol):
-    def verify(self, headers: Fields, query: Fields, body: bytes) -> str | None:
+    async def verify(self, headers: Fields, query: Fields, body: bytes) -> str | None:
         """Raise AuthenticationError unless the caller is authenticated; return the sender's
         delivery id (standard-webhooks' webhook-id), else None."""
 
 
-def authenticator_from_env(environ: Fields = os.environ) -> Authenticator:
+def authenticator_for(settings: Settings) -> Authenticator:
     """The authenticator AUTH_MODE names; ConfigError when the settings cannot work."""
-    disabled = environ.get("AUTH_DISABLED", "").strip()
-    if disabled not in ("", "0", "1"):
-        raise ConfigError("AUTH_DISABLED must be 1 (local development only) or unset")
-    if disabled == "1":
-        if environ.get("K_SERVICE"):
-            raise ConfigError("AUTH_DISABLED=1 is for local development only, not Cloud Run")
+    if settings.auth_disabled:
         _log.warning(
             "AUTHENTICATION IS DISABLED (AUTH_DISABLED=1): every request is accepted. "
             "This is for local development only."
         )
         return _Disabled()
-    tolerance = _positive_int(environ, "AUTH_TOLERANCE_SECONDS", 300)
-    match environ.get("AUTH_MODE", "").strip().lower():
-        case "bearer":
-            return _Bearer()
-        case "basic":
-            return _Basic()
-        case "query-token":
-            return _QueryToken()
-        case "standard-webhooks":
-            return _StandardWebhooks(tolerance)
-        case "grafana-hmac":
-            header = environ.get("AUTH_TIMESTAMP_HEADER", "").strip().lower()
-            return _GrafanaHmac(tolerance, header or GRAFANA_TIMESTAMP_HEADER, bool(header))
-        case "":
+    source = settings.auth_secrets
+    match settings.auth_mode:
+        case None:
             raise ConfigError("AUTH_MODE is not set (AUTH_DISABLED=1 for local development only)")
-        case _:
-            raise ConfigError(
-                "AUTH_MODE must be bearer, basic, query-token, standard-webhooks or grafana-hmac"
+        case _ if source is None:
+            raise ConfigError("AUTH_SECRETS is not set")
+        case "bearer":
+            return _Bearer(source)
+        case "basic":
+            return _Basic(source)
+        case "query-token":
+            return _QueryToken(source)
+        case "standard-webhooks":
+            return _StandardWebhooks(source, settings.auth_tolerance_seconds)
+        case "grafana-hmac":
+            header = settings.auth_timestamp_header
+            return _GrafanaHmac(
+                source,
+                settings.auth_tolerance_seconds,
+                header or GRAFANA_TIMESTAMP_HEADER,
+                bool(header),
             )
 
 
 class _Disabled:
-    def verify(self, headers: Fields, query: Fields, body: bytes) -> None:
+    async def verify(self, headers: Fields, query: Fields, body: bytes) -> None:
         return None
 
 
 class _SecretAuthenticator:
-    """Reads AUTH_SECRETS on every request (shared.secrets caches it): rotation needs no restart."""
+    """Checks callers against AUTH_SECRETS, read through shared.secrets on every request (it
+    caches and refreshes in the background): a rotation needs no restart."""
 
     challenge = BEARER_CHALLENGE
 
-    def __init__(self) -> None:
+    def __init__(self, source: SecretSource) -> None:
+        self._source = source
         self._parsed: tuple[str, Keys] = ("", ())
-        self._keys()  # a missing or unusable AUTH_SECRETS stops the start
+        self._keys(secrets.read(source))  # a missing or unusable AUTH_SECRETS stops the start
 
-    def verify(self, headers: Fields, query: Fields, body: bytes) -> str | None:
+    async def verify(self, headers: Fields, query: Fields, body: bytes) -> str | None:
+        raw = await secrets.current(self._source)
         try:
-            keys = self._keys()
+            keys = self._keys(raw)
         except ConfigError as exc:  # rotated to something unusable: ours to fix, senders retry
             raise SecretUnavailableError("AUTH_SECRETS is unusable") from exc
         return self._check(headers, query, body, keys)
 
-    def _keys(self) -> Keys:
-        raw = read_secret("AUTH_SECRETS")
-        if raw is None:
-            raise ConfigError("AUTH_SECRETS is not set")
+    def _keys(self, raw: str) -> Keys:
         if raw != self._parsed[0]:
-            secrets = [s.strip() for s in re.split(r"[,\n]", raw) if s.strip()]
-            if not secrets:
+            entries = [s.strip() for s in re.split(r"[,\n]", raw) if s.strip()]
+            if not entries:
                 raise ConfigError("AUTH_SECRETS holds no secret")
-            self._parsed = (raw, tuple(self._key(n, s) for n, s in enumerate(secrets, 1)))
+            self._parsed = (raw, tuple(self._key(n, s) for n, s in enumerate(entries, 1)))
         return self._parsed[1]
 
     def _key(self, number: int, secret: str) -> bytes:
@@ -178,9 +167,9 @@ class _QueryToken(_SecretAuthenticator):
 class _Signed(_SecretAuthenticator):
     challenge = HMAC_CHALLENGE
 
-    def __init__(self, tolerance: int) -> None:
+    def __init__(self, source: SecretSource, tolerance: int) -> None:
         self._tolerance = tolerance
-        super().__init__()
+        super().__init__(source)
 
     def _key(self, number: int, secret: str) -> bytes:
         return secret.encode()
@@ -223,9 +212,11 @@ class _StandardWebhooks(_Signed):
 class _GrafanaHmac(_Signed):
     """Grafana's contact point "HMAC Signature": hex HMAC-SHA256 of the body or timestamp:body."""
 
-    def __init__(self, tolerance: int, timestamp_header: str, required: bool) -> None:
+    def __init__(
+        self, source: SecretSource, tolerance: int, timestamp_header: str, required: bool
+    ) -> None:
         self._timestamp_header, self._required = timestamp_header, required
-        super().__init__(tolerance)
+        super().__init__(source, tolerance)
 
     def _check(self, headers: Fields, query: Fields, body: bytes, keys: Keys) -> None:
         signature = headers.get(GRAFANA_SIGNATURE_HEADER)
@@ -271,12 +262,3 @@ def _raw(value: str) -> bytes:
         return value.encode("latin-1")
     except UnicodeEncodeError:
         return value.encode()
-
-
-def _positive_int(environ: Fields, name: str, default: int) -> int:
-    value = environ.get(name, "").strip()
-    if not value:
-        return default
-    if not (value.isascii() and value.isdigit() and int(value) > 0):
-        raise ConfigError(f"{name} must be a whole number of seconds above 0")
-    return int(value)

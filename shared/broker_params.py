@@ -11,19 +11,18 @@ from urllib.parse import SplitResult, urlsplit
 
 import pika
 
-from shared.config import Settings
+from shared import secrets
+from shared.config import Secret, Settings
 from shared.errors import ConfigError
-from shared.secrets import read_secret
 
-PLAINTEXT_SWITCH = "AMQP_ALLOW_PLAINTEXT"
 AMQP_PORT, AMQPS_PORT = 5672, 5671
-AMQP_SECRETS = ("AMQP_URL", "AMQP_CA_CERT", "AMQP_CLIENT_CERT", "AMQP_CLIENT_KEY")
+TLS_SETTINGS = ("AMQP_CA_CERT", "AMQP_CLIENT_CERT", "AMQP_CLIENT_KEY")
 
 
-def broker_urls() -> list[str]:
+def broker_urls(settings: Settings) -> list[str]:
     """The broker URLs in failover order: AMQP_URL may list several, comma-separated."""
-    raw = read_secret("AMQP_URL")
-    urls = [url.strip() for url in (raw or "").replace("\n", ",").split(",") if url.strip()]
+    raw = _read(settings.amqp_url) or ""
+    urls = [url.strip() for url in raw.replace("\n", ",").split(",") if url.strip()]
     if not urls:
         raise ConfigError("AMQP_URL is not set (nor AMQP_URL_FILE or AMQP_URL_SECRET)")
     return urls
@@ -35,12 +34,10 @@ def check_scheme(url: str, settings: Settings) -> bool:
     if scheme == "amqps":
         return True
     if scheme == "amqp" and settings.amqp_allow_plaintext:
-        if os.environ.get("K_SERVICE"):  # set by Cloud Run: never plaintext in production
-            raise ConfigError(f"{PLAINTEXT_SWITCH} is for local development, not Cloud Run")
-        return False
+        return False  # never on Cloud Run: the settings refuse the switch there
     if scheme == "amqp":
         raise ConfigError(
-            f"AMQP_URL uses plaintext amqp://; use amqps://, or set {PLAINTEXT_SWITCH}=1 "
+            "AMQP_URL uses plaintext amqp://; use amqps://, or set AMQP_ALLOW_PLAINTEXT=1 "
             "for local development only"
         )
     raise ConfigError(f"AMQP_URL must start with amqps:// (got {scheme or 'no scheme'}://)")
@@ -56,10 +53,11 @@ def _split(url: str) -> SplitResult:
 
 
 def connection_parameters(settings: Settings) -> list[pika.ConnectionParameters]:
-    """One parameter set per broker URL; reads the secrets, so call it per connection attempt."""
-    urls = broker_urls()
+    """One parameter set per broker URL. It reads the secrets (blocking): call it per
+    connection attempt, off the event loop."""
+    urls = broker_urls(settings)
     tls = [check_scheme(url, settings) for url in urls]
-    context = _tls_context() if any(tls) else None
+    context = _tls_context(settings) if any(tls) else None
     result = []
     for url, use_tls in zip(urls, tls, strict=True):
         parts = _split(url)
@@ -86,22 +84,16 @@ def connection_parameters(settings: Settings) -> list[pika.ConnectionParameters]
     return result
 
 
-def _tls_context() -> ssl.SSLContext:
-    ca, cert, key = (
-        read_secret(n) for n in ("AMQP_CA_CERT", "AMQP_CLIENT_CERT", "AMQP_CLIENT_KEY")
-    )
-    missing = [
-        name
-        for name, value in (
-            ("AMQP_CA_CERT", ca),
-            ("AMQP_CLIENT_CERT", cert),
-            ("AMQP_CLIENT_KEY", key),
-        )
-        if not value
-    ]
-    if missing or ca is None or cert is None or key is None:
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    ca, cert, key = (_read(source) for source in settings.broker_secrets[1:])
+    if not ca or not cert or not key:
+        missing = [n for n, pem in zip(TLS_SETTINGS, (ca, cert, key), strict=True) if not pem]
         raise ConfigError(f"mutual TLS needs {', '.join(missing)} (or its _FILE / _SECRET form)")
     return _context_for(ca, cert, key)
+
+
+def _read(source: Secret) -> str | None:
+    return None if source is None else secrets.read(source)
 
 
 @lru_cache(maxsize=1)
@@ -142,6 +134,6 @@ def _load_client_certificate(context: ssl.SSLContext, cert_pem: str, key_pem: st
 def check_broker_settings_at_start(settings: Settings) -> None:
     """Refuse a missing or plaintext AMQP_URL, or unusable TLS files, at start. Settings kept in
     Secret Manager are read by the worker instead: gRPC must not start before the server forks."""
-    if any(os.environ.get(f"{name}_SECRET") for name in AMQP_SECRETS):
+    if any(s is not None and s.kind == "secret-manager" for s in settings.broker_secrets):
         return
     connection_parameters(settings)

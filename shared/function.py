@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import cast
+from typing import NoReturn, cast
 
 import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from shared.auth import authenticator_from_env
+from shared.adapters import routes_for
+from shared.auth import authenticator_for
 from shared.broker_params import check_broker_settings_at_start, connection_parameters
 from shared.config import settings
+from shared.errors import RelayError
 from shared.logs import configure_logging
-from shared.pipeline import EventType, Relay
+from shared.pipeline import Relay
 from shared.publisher import Publisher
 from shared.schemas import Event
 from shared.secrets import close_client
@@ -24,30 +28,36 @@ from shared.shutdown import call_on_sigterm
 HttpFunction = Callable[[Request], Awaitable[Response]]
 
 
-def event_function(name: str, *, model: type[Event], routing_key: str) -> HttpFunction:
-    """The async HTTP function `name`, relaying `model` events under `routing_key`.
+def event_function(model: type[Event]) -> HttpFunction:
+    """The async HTTP function relaying `model` events, named after their event type.
 
-    The configuration is checked now, so a bad deployment fails at start; the broker
-    connection is opened by the first request, in the worker process, which also arranges
-    for SIGTERM to close it cleanly once the requests in flight are answered.
+    The configuration is checked now, so a bad deployment fails at start with one line that
+    names the setting; the broker connection is opened by the first request, in the worker
+    process, which also arranges for SIGTERM to close it cleanly once the requests in flight
+    are answered.
     """
-    config = settings()
-    configure_logging(config.log_level)
-    check_broker_settings_at_start(config)
-    publisher = Publisher(
-        config.amqp_exchange,
-        publish_timeout=config.amqp_publish_timeout,
-        parameters=partial(connection_parameters, config),
-    )
-    relay = Relay(
-        EventType(name, model, routing_key),
-        authenticator=authenticator_from_env(),
-        publisher=publisher,
-        max_body_bytes=config.max_body_bytes,
-    )
-    # The checks may have read secrets from Secret Manager in the gunicorn master: gRPC is
-    # not fork-safe, so its channel must be closed before the workers are forked.
-    close_client()
+    try:
+        config = settings()
+        configure_logging(config.log_level, config.google_cloud_project)
+        check_broker_settings_at_start(config)
+        publisher = Publisher(
+            config.amqp_exchange,
+            publish_timeout=config.amqp_publish_timeout,
+            parameters=partial(connection_parameters, config),
+        )
+        relay = Relay(
+            model,
+            authenticator=authenticator_for(config),
+            publisher=publisher,
+            max_body_bytes=config.max_body_bytes,
+            routes=routes_for(model, config),
+        )
+    except RelayError as error:  # a setting or secret that cannot work
+        refuse_to_start(model.event_type, error)
+    finally:
+        # The checks may have read secrets from Secret Manager in the gunicorn master: gRPC is
+        # not fork-safe, so its channel must be closed before the workers are forked.
+        close_client()
 
     async def function(request: Request) -> Response:
         # No lifespan hook in ASGI mode: the worker's first request wires up the shutdown and
@@ -57,5 +67,12 @@ def event_function(name: str, *, model: type[Event], routing_key: str) -> HttpFu
         return await relay.handle(request)
 
     # functions-framework finds the target by this name and needs a plain function.
-    function.__name__ = function.__qualname__ = name
+    function.__name__ = function.__qualname__ = model.event_type
     return cast(HttpFunction, functions_framework.aio.http(function))
+
+
+def refuse_to_start(name: str, error: RelayError) -> NoReturn:
+    """One JSON line (Cloud Logging reads its severity) saying why, then exit: no traceback."""
+    line = {"severity": "CRITICAL", "logger": "event_relay", "message": f"{name}: {error}"}
+    print(json.dumps(line), file=sys.stderr, flush=True)
+    raise SystemExit(1)

@@ -6,7 +6,6 @@ Records carry identifiers and outcomes only: never a secret, a credential or a w
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from contextvars import ContextVar
 from typing import TypedDict
@@ -17,19 +16,24 @@ LOGGER_NAME = "event_relay"
 TRACE_FIELD = "logging.googleapis.com/trace"
 
 trace_context: ContextVar[str | None] = ContextVar("trace_context", default=None)
+_project: str | None = None  # GOOGLE_CLOUD_PROJECT: Cloud Logging wants the trace's project
 
 
 class RequestRecord(TypedDict, total=False):
     """The extra fields of the one line each request writes."""
 
-    event_id: str
+    event_id: str  # the (first) message's id
     event_type: str
     routing_key: str
     status: int
     latency_ms: float
     path: str
-    problem: str
-    reason: str
+    problem: str  # a refusal's problem type
+    reason: str  # why: an error's detail, or why authentication failed
+    sender: str  # a sender path's: its name, every message id, the alerts refused and skipped
+    event_ids: list[str]
+    refused: list[str]
+    skipped: list[str]
 
 
 class _TraceFilter(logging.Filter):
@@ -48,12 +52,14 @@ def set_trace(header: str | None) -> None:
     if not trace_id.isalnum():
         trace_context.set(None)
         return
-    project = os.environ.get("GOOGLE_CLOUD_PROJECT")
-    trace_context.set(f"projects/{project}/traces/{trace_id}" if project else trace_id)
+    trace_context.set(f"projects/{_project}/traces/{trace_id}" if _project else trace_id)
 
 
-def configure_logging(level: str = "INFO") -> logging.Logger:
-    """Send event-relay's records as JSON lines to stdout; idempotent."""
+def configure_logging(level: str = "INFO", project: str | None = None) -> logging.Logger:
+    """Send event-relay's records as JSON lines to stdout; idempotent. `project` qualifies
+    the trace ids of the requests (GOOGLE_CLOUD_PROJECT)."""
+    global _project
+    _project = project
     # Fields no line of ours shows, which LogRecord would otherwise gather for every record
     # (the caller's frame walk, thread and process ids): the logging docs' optimisation switches.
     logging._srcfile = None

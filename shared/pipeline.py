@@ -1,7 +1,8 @@
 """The HTTP pipeline every event function runs: check, authenticate, validate, publish, answer.
 
 `POST /` takes the canonical schema; `POST /<sender>` a sender's own payload, adapted by
-`shared.adapters` into one event per alert, each validated by the same model.
+`shared.adapters` into one event per alert, each validated by the same model. Each request
+writes one log line, built from what the request became (`Delivery`) and how it ended.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from shared.adapters import Adapter, Refusal, Routes, routes_from_env
+from shared.adapters import Adapter, Refusal, Routes
 from shared.auth import Authenticator
 from shared.envelope import Message, build_message
 from shared.errors import (
@@ -37,22 +38,22 @@ from shared.request_body import (
     validate_event,
 )
 from shared.schemas import Event
+from shared.vocabulary import IDEMPOTENCY_KEY_PATTERN, RESOLVED
 
 log = logging.getLogger("event_relay.request")
 
 IDEMPOTENCY_HEADER = "idempotency-key"
-RESOLVED = "resolved"  # suffix of the routing key and event type of a forwarded resolved alert
 _NO_QUERY: dict[str, str] = {}
-_EVENT_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII: safe as an AMQP message_id
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 @dataclass(frozen=True)
-class EventType:
-    """What a function relays: its name, its schema and the routing key of its queue."""
+class Delivery:
+    """What a valid request became: the messages to publish and the answer once confirmed."""
 
-    name: str
-    model: type[Event]
-    routing_key: str
+    messages: list[Message]
+    answer: dict[str, Any]
+    log_fields: RequestRecord
 
 
 class Relay:
@@ -60,87 +61,80 @@ class Relay:
 
     def __init__(
         self,
-        event_type: EventType,
+        model: type[Event],
         *,
         authenticator: Authenticator,
         publisher: Publisher,
         max_body_bytes: int,
-        routes: Routes | None = None,
+        routes: Routes,
     ) -> None:
-        self.event_type = event_type
+        self.model = model
         self._authenticator = authenticator
         self._publisher = publisher
         self._max_body_bytes = max_body_bytes
-        self._routes = routes or routes_from_env(event_type.name, event_type.model)
+        self._routes = routes
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         headers = _header_fields(request.scope["headers"])
         set_trace(headers.get("x-cloud-trace-context"))
         # The raw ASGI path: request.url would build a whole URL object for every request.
-        record: RequestRecord = {"event_type": self.event_type.name, "path": request.scope["path"]}
-        batch: dict[str, Any] = {}  # a sender path's extra fields: sender, event_ids, refused...
+        path: str = request.scope["path"]
+        fields: RequestRecord = {"event_type": self.model.event_type, "path": path}
+        delivery: Delivery | None = None
         try:
-            response: Response = await self._relay(request, headers, record, batch)
+            if request.method != "POST":
+                raise MethodNotAllowedError("Only POST is accepted.")
+            adapter = self._routes.adapter_for(path)
+            if adapter is not None:
+                fields["sender"] = adapter.sender.name
+            delivery = await self._accept(request, headers, adapter)
+            await _publish_all(self._publisher, delivery.messages)
+            response: Response = JSONResponse(delivery.answer, status_code=202)
         except RelayError as error:
-            record["problem"] = error.slug
+            fields["problem"] = error.slug
             # An auth failure logs its reason; the caller only learns that it failed.
-            record["reason"] = (
+            fields["reason"] = (
                 error.reason if isinstance(error, AuthenticationError) else str(error)
             )
             response = problem_response(error)
         except Exception:
-            log.exception("unexpected error", extra=dict(record))
+            log.exception("unexpected error", extra=fields)
             response = internal_error_response()
-        record["status"] = response.status_code
-        record["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        if delivery is not None:
+            fields.update(delivery.log_fields)
+        fields["status"] = response.status_code
+        fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
         level = logging.INFO if response.status_code < 500 else logging.ERROR
         outcome = "accepted" if response.status_code < 300 else "refused"
-        log.log(level, "event %s", outcome, extra={**record, **batch})
+        log.log(level, "event %s", outcome, extra=fields)
         return response
 
-    async def _relay(
-        self,
-        request: Request,
-        headers: dict[str, str],
-        record: RequestRecord,
-        batch: dict[str, Any],
-    ) -> Response:
-        if request.method != "POST":
-            raise MethodNotAllowedError("Only POST is accepted.")
-        adapter = self._routes.adapter_for(record["path"])
+    async def _accept(
+        self, request: Request, headers: dict[str, str], adapter: Adapter | None
+    ) -> Delivery:
+        """Read, authenticate, parse and validate: a Delivery, or the RequestError why not."""
         body = await read_body(
             headers.get("content-length"), request.stream(), self._max_body_bytes
         )
         # Parsing the query costs every request; only a query-token caller sends one.
         query = request.query_params if request.scope["query_string"] else _NO_QUERY
-        delivery_id = self._authenticator.verify(headers, query, body)
+        delivery_id = await self._authenticator.verify(headers, query, body)
         check_json_content_type(headers.get("content-type"))
         document = parse_json_object(body)
         if adapter is not None:
-            return await self._relay_sender(adapter, document, record, batch)
-        event = validate_event(self.event_type.model, body)
+            return self._adapt(adapter, document)
+        event = validate_event(self.model, body)
         event_id = delivery_id or _idempotency_key(headers) or str(uuid.uuid4())
-        record["event_id"] = event_id
-        record["routing_key"] = self.event_type.routing_key
+        routing_key = self.model.routing_key
         message = build_message(
-            event,
-            event_type=self.event_type.name,
-            event_id=event_id,
-            routing_key=self.event_type.routing_key,
+            event, event_type=self.model.event_type, event_id=event_id, routing_key=routing_key
         )
-        await self._publisher.publish(message)
-        return JSONResponse({"id": event_id, "routing_key": message.routing_key}, status_code=202)
+        answer = {"id": event_id, "routing_key": routing_key}
+        return Delivery([message], answer, {"event_id": event_id, "routing_key": routing_key})
 
-    async def _relay_sender(
-        self,
-        adapter: Adapter,
-        document: dict[str, Any],
-        record: RequestRecord,
-        batch: dict[str, Any],
-    ) -> Response:
-        """One message per alert; 202 once all are confirmed, listing the alerts refused."""
-        batch["sender"] = adapter.sender.name
+    def _adapt(self, adapter: Adapter, document: dict[str, Any]) -> Delivery:
+        """One message per alert; a 422 only when no alert is valid."""
         candidates, skipped = adapter.candidates(document)
         messages: list[Message] = []
         refused: list[Refusal] = []
@@ -153,33 +147,39 @@ class Relay:
             messages.append(
                 build_message(
                     outcome,
-                    event_type=self.event_type.name + suffix,
+                    event_type=self.model.event_type + suffix,
                     event_id=candidate.event_id,
-                    routing_key=self.event_type.routing_key + suffix,
+                    routing_key=self.model.routing_key + suffix,
                 )
             )
-        ids = [m.id for m in messages]
-        batch.update(event_ids=ids, refused=[r.pointer for r in refused], skipped=skipped)
-        record["routing_key"] = self.event_type.routing_key
-        if ids:
-            record["event_id"] = ids[0]
         if refused and not messages:
             raise ValidationFailedError(
-                f"No alert matches the {self.event_type.model.__name__} schema.",
+                f"No alert matches the {self.model.__name__} schema.",
                 errors=[error for refusal in refused for error in refusal.errors],
             )
-        await _publish_all(self._publisher, messages)
+        ids = [m.id for m in messages]
         answer = {
             "ids": ids,
-            "routing_key": self.event_type.routing_key,
+            "routing_key": self.model.routing_key,
             "refused": [{"pointer": r.pointer, "errors": r.errors} for r in refused],
             "skipped": skipped,
         }
-        return JSONResponse(answer, status_code=202)
+        log_fields: RequestRecord = {
+            "routing_key": self.model.routing_key,
+            "event_ids": ids,
+            "refused": [r.pointer for r in refused],
+            "skipped": skipped,
+        }
+        if ids:
+            log_fields["event_id"] = ids[0]
+        return Delivery(messages, answer, log_fields)
 
 
 async def _publish_all(publisher: Publisher, messages: list[Message]) -> None:
     """Publish concurrently and wait for every confirm; the first failure is raised."""
+    if len(messages) == 1:  # the canonical path: no gather, no extra task
+        await publisher.publish(messages[0])
+        return
     results = await asyncio.gather(
         *(publisher.publish(m) for m in messages), return_exceptions=True
     )
@@ -200,6 +200,6 @@ def _header_fields(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 def _idempotency_key(headers: dict[str, str]) -> str | None:
     """The caller's Idempotency-Key: a retry with the same key gets the same message_id."""
     key = headers.get(IDEMPOTENCY_HEADER)
-    if key is not None and not _EVENT_ID.match(key):
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
         raise RequestError("Idempotency-Key must be 1 to 200 printable ASCII characters.")
     return key

@@ -297,7 +297,9 @@ class Publisher:
     async def _open(self) -> _Link:
         try:
             try:
-                parameters = self._parameters()
+                # In a thread: it reads secrets (a file, Secret Manager) and may build the TLS
+                # context, neither of which may stall the requests on the event loop.
+                parameters = await asyncio.to_thread(self._parameters)
             except SecretUnavailableError as exc:  # answered as such, without a retry storm
                 self._back_off(f"a broker secret cannot be read: {exc}", SecretUnavailableError)
                 raise

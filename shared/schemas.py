@@ -1,5 +1,9 @@
 """Event schemas: the base every event shares, and one model per event type.
 
+An event type is declared once, by its model: `class VmIsolate(Event, event_type="vm_isolate",
+routing_key="vm.isolate")` names the function that relays it (its folder functions/vm_isolate/
+and its manifest entry) and the routing key of its queue; `EVENT_TYPES` lists them all.
+
 Models are strict (a JSON string is never coerced into a number) and reject unknown fields,
 so a typo in a sender's template is an error the sender sees, not a silently dropped field.
 """
@@ -9,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -66,6 +70,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_ROUTING_KEY = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,48}")  # also a Cloud Run service name, once dashed
+EVENT_TYPES: dict[str, type[Event]] = {}  # every event type by name, in declaration order
+
+
 class Event(BaseModel):
     """Fields every event carries."""
 
@@ -73,20 +82,50 @@ class Event(BaseModel):
     # rather than every event type's at import (a cold-start cost).
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
-    hostname: Hostname = Field(description="The affected host: a DNS host name or FQDN.")
-    severity: Literal["info", "warning", "critical"] = "warning"
-    source: ShortText = Field(description="The system that raised the alert.")
-    detected_at: AwareDatetime = Field(default_factory=_now, description="When it was detected.")
-    summary: Text = ""
-    details: Details = Field(None, description="Free JSON object, at most 16 KiB.")
+    event_type: ClassVar[str]  # the function relaying it, its folder and its manifest entry
+    routing_key: ClassVar[str]  # the key of its messages on the exchange
+
+    def __init_subclass__(
+        cls, *, event_type: str | None = None, routing_key: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if event_type is None and routing_key is None:
+            return  # a base of other models, not an event type of its own
+        if event_type is None or not _EVENT_TYPE.fullmatch(event_type):
+            raise TypeError(f"{cls.__name__}: event_type must match {_EVENT_TYPE.pattern}")
+        if routing_key is None or not _ROUTING_KEY.fullmatch(routing_key):
+            raise TypeError(f"{cls.__name__}: routing_key must match {_ROUTING_KEY.pattern}")
+        for other in EVENT_TYPES.values():
+            if event_type == other.event_type or routing_key == other.routing_key:
+                raise TypeError(f"{cls.__name__}: {event_type} or {routing_key} is taken")
+        cls.event_type, cls.routing_key = event_type, routing_key
+        EVENT_TYPES[event_type] = cls
+
+    hostname: Hostname = Field(
+        description="The affected host: an RFC 1123 host name or FQDN, at most 253 characters; "
+        "lower-cased."
+    )
+    severity: Literal["info", "warning", "critical"] = Field(
+        "warning", description="`info`, `warning` or `critical`."
+    )
+    source: ShortText = Field(description="The system that raised the alert, 1 to 128 characters.")
+    detected_at: AwareDatetime = Field(
+        default_factory=_now,
+        description="When it was detected: an RFC 3339 date-time with a time zone; default: "
+        "when received.",
+    )
+    summary: Text = Field("", description="At most 1,000 characters.")
+    details: Details = Field(None, description="Any JSON object, at most 16 KiB.")
 
 
-class VmIsolate(Event):
+class VmIsolate(Event, event_type="vm_isolate", routing_key="vm.isolate"):
     """A compromised VM that must be cut off from the network."""
 
-    reason: RequiredText
-    vm_id: VmId | None = Field(None, description="vCenter managed object id (vm-1234) or UUID.")
-    ip_address: IPvAnyAddress | None = None
+    reason: RequiredText = Field(description="Why: 1 to 1,000 characters.")
+    vm_id: VmId | None = Field(
+        None, description="The vCenter managed object id (`vm-1234`) or the VM's UUID."
+    )
+    ip_address: IPvAnyAddress | None = Field(None, description="IPv4 or IPv6.")
 
 
 # A POSIX absolute path, or a Windows drive: `C:`, `C:\`, `C:\data\logs` (either slash).
@@ -111,25 +150,34 @@ Username = Annotated[
 ]
 
 
-class DiskSpaceLow(Event):
+class DiskSpaceLow(Event, event_type="disk_space_low", routing_key="disk.space-low"):
     """A file system that is running out of space."""
 
-    mount_point: MountPoint = Field(description="An absolute path or a drive letter (C:).")
-    used_percent: Annotated[float, Field(ge=0, le=100)]
-    free_bytes: Annotated[int, Field(ge=0)]
+    mount_point: MountPoint = Field(
+        description="An absolute POSIX path, or a drive: `C:`, `C:\\`, `C:\\data`."
+    )
+    used_percent: float = Field(ge=0, le=100, description="A number from 0 to 100.")
+    free_bytes: int = Field(ge=0, description="An integer ≥ 0.")
 
 
-class ServiceDown(Event):
+class ServiceDown(Event, event_type="service_down", routing_key="service.down"):
     """A service that stopped and should be restarted."""
 
-    service_name: ServiceName = Field(description="A systemd unit or a Windows service name.")
-    platform: Literal["linux", "windows"]
+    service_name: ServiceName = Field(
+        description="A systemd unit (`nginx.service`, `getty@tty1.service`), a bare name, or a "
+        "Windows service name; no `/` or `\\`, at most 256 characters."
+    )
+    platform: Literal["linux", "windows"] = Field(description="`linux` or `windows`.")
 
 
-class LoginBruteforce(Event):
+class LoginBruteforce(
+    Event, event_type="login_bruteforce", routing_key="security.login-bruteforce"
+):
     """Repeated failed logins from one address: block it."""
 
-    source_ip: IPvAnyAddress
-    username: Username | None = None
-    failed_attempts: Annotated[int, Field(ge=1)]
-    window_seconds: Annotated[int, Field(ge=1, le=7 * 24 * 3600)]
+    source_ip: IPvAnyAddress = Field(description="IPv4 or IPv6.")
+    username: Username | None = Field(
+        None, description="At most 256 characters, no control characters."
+    )
+    failed_attempts: int = Field(ge=1, description="An integer ≥ 1.")
+    window_seconds: int = Field(ge=1, le=7 * 24 * 3600, description="An integer, 1 to 604800.")

@@ -15,20 +15,17 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import AMQPError
 
 from deploy.broker import BrokerNode, ensure_rabbitmq_installed, start_broker
-from shared.config import SETTING_PREFIXES, settings
+from shared.config import Settings, settings
 from shared.secrets import clear_cache
-
-# Set by Cloud Run (or a developer's gcloud set-up); each changes what the functions do.
-PLATFORM_VARIABLES = ("K_SERVICE", "GOOGLE_CLOUD_PROJECT")
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test starts without any event-relay setting or platform variable in os.environ,
-    and with no settings or secrets cached from an earlier test (both are cached per process)."""
-    for name in list(os.environ):
-        if name.startswith(SETTING_PREFIXES) or name in PLATFORM_VARIABLES:
-            monkeypatch.delenv(name)  # a developer's shell must not leak in
+    """Every test starts without any event-relay setting (the platform's, such as K_SERVICE,
+    included) in os.environ, and with no settings or secrets cached from an earlier test (both
+    are cached per process)."""
+    for name in Settings.variables():
+        monkeypatch.delenv(name, raising=False)  # a developer's shell must not leak in
     settings.cache_clear()
     clear_cache()
     yield

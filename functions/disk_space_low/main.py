@@ -3,4 +3,4 @@
 from shared.function import event_function
 from shared.schemas import DiskSpaceLow
 
-disk_space_low = event_function("disk_space_low", model=DiskSpaceLow, routing_key="disk.space-low")
+disk_space_low = event_function(DiskSpaceLow)

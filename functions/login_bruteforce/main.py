@@ -3,6 +3,4 @@
 from shared.function import event_function
 from shared.schemas import LoginBruteforce
 
-login_bruteforce = event_function(
-    "login_bruteforce", model=LoginBruteforce, routing_key="security.login-bruteforce"
-)
+login_bruteforce = event_function(LoginBruteforce)

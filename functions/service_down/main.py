@@ -3,4 +3,4 @@
 from shared.function import event_function
 from shared.schemas import ServiceDown
 
-service_down = event_function("service_down", model=ServiceDown, routing_key="service.down")
+service_down = event_function(ServiceDown)

@@ -3,4 +3,4 @@
 from shared.function import event_function
 from shared.schemas import VmIsolate
 
-vm_isolate = event_function("vm_isolate", model=VmIsolate, routing_key="vm.isolate")
+vm_isolate = event_function(VmIsolate)

@@ -2,6 +2,6 @@
 turned into canonical events by a mapping declared as data (`shared.adapters.mapping`)."""
 
 from shared.adapters.adapt import Adapter, Candidate, Refusal
-from shared.adapters.routes import SENDER_FORMATS, Routes, routes_from_env
+from shared.adapters.routes import SENDER_FORMATS, Routes, routes_for
 
-__all__ = ["SENDER_FORMATS", "Adapter", "Candidate", "Refusal", "Routes", "routes_from_env"]
+__all__ = ["SENDER_FORMATS", "Adapter", "Candidate", "Refusal", "Routes", "routes_for"]

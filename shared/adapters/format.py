@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.vocabulary import SenderName
+
 # Words most senders share; a sender's own table is layered on top.
 COMMON_SEVERITIES: Mapping[str, str] = {
     **dict.fromkeys(
@@ -41,7 +43,7 @@ Spec = Any  # an expression in its JSON form; see shared.adapters.mapping
 class SenderFormat:
     """One sender's payload shape, declared as data."""
 
-    name: str  # the path under the function URL: POST <url>/<name>
+    name: SenderName  # the path under the function URL: POST <url>/<name>
     title: str
     base: Mapping[str, Spec]  # the base event fields (hostname, severity, source, ...)
     by_name: tuple[str, ...]  # where a field with no mapping is looked for; "{field}" = its name

@@ -439,7 +439,7 @@ def test_auth_disabled_says_so_loudly(servers: Servers, route: Route) -> None:
     [
         pytest.param({}, "AUTH_MODE is not set", id="nothing-configured"),
         pytest.param({"AUTH_MODE": "bearer"}, "AUTH_SECRETS is not set", id="no-secrets"),
-        pytest.param({"AUTH_MODE": "hmac", "AUTH_SECRETS": "x"}, "AUTH_MODE must", id="bad-mode"),
+        pytest.param({"AUTH_MODE": "hmac", "AUTH_SECRETS": "x"}, "AUTH_MODE: must", id="bad-mode"),
         pytest.param(
             {"AUTH_MODE": "basic", "AUTH_SECRETS": "no-colon-secret-6b"},
             "not a user:password pair",

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -36,7 +36,8 @@ from deploy import REPO
 from deploy.broker import BrokerNode
 from deploy.function_process import FunctionProcess
 from deploy.manifest import Function, load_manifest
-from deploy.openapi import FunctionApi, documents, event_model, function_document
+from deploy.openapi import FunctionApi, documents, function_document
+from shared.vocabulary import AuthMode
 from tests.e2e.conftest import Route, function_env, sample_event
 
 CHECKS = [
@@ -94,7 +95,7 @@ def test_the_cli_writes_one_valid_document_per_function(tmp_path: Path) -> None:
 
 def test_each_document_holds_its_event_schema_and_responses() -> None:
     for name, document in documents(list(FUNCTIONS.values())).items():
-        model = event_model(FUNCTIONS[name].source_dir)
+        model = FUNCTIONS[name].model
         operation = document["paths"]["/"]["post"]
         ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         schema = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
@@ -158,9 +159,9 @@ def api_for(name: str, mode: str | None, url: str) -> FunctionApi:
     fn: Function = FUNCTIONS[name]
     return FunctionApi(
         name=name,
-        model=event_model(fn.source_dir),
+        model=fn.model,
         routing_key=fn.routing_key,
-        auth_mode=mode,
+        auth_mode=cast("AuthMode | None", mode),  # the parameters are plain strings
         server_url=url,
     )
 

@@ -26,7 +26,9 @@ def test_each_message_goes_out_in_one_write_and_arrives_whole(
         monkeypatch.setenv(name, value)
     route = make_route("wire.test")
     publisher = Publisher(
-        route.exchange, publish_timeout=5, parameters=partial(connection_parameters, Settings())
+        route.exchange,
+        publish_timeout=5,
+        parameters=partial(connection_parameters, Settings.from_env()),
     )
     messages = [
         Message(

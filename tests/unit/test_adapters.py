@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared.adapters import Adapter, Candidate, Refusal, routes_from_env
+from shared.adapters import Adapter, Candidate, Refusal, routes_for
+from shared.config import Settings
 from shared.errors import ConfigError, NotFoundError, ValidationFailedError
 from shared.schemas import DiskSpaceLow, Event, LoginBruteforce, ServiceDown, VmIsolate
 
@@ -28,7 +29,7 @@ def sample(name: str) -> dict[str, Any]:
 
 
 def adapter(event_type: str, sender: str, **env: str) -> Adapter:
-    found = routes_from_env(event_type, MODELS[event_type], env).adapter_for(f"/{sender}")
+    found = routes_for(MODELS[event_type], Settings.from_env(env)).adapter_for(f"/{sender}")
     assert found is not None
     return found
 
@@ -344,14 +345,14 @@ def test_group_fields_are_reachable_from_each_alert() -> None:
 )
 def test_bad_settings_stop_the_start(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        routes_from_env("vm_isolate", VmIsolate, env)
+        routes_for(VmIsolate, Settings.from_env(env))
 
 
 # --- routes -------------------------------------------------------------------------------
 
 
 def test_paths_choose_the_format() -> None:
-    routes = routes_from_env("vm_isolate", VmIsolate, {})
+    routes = routes_for(VmIsolate, Settings.from_env({}))
 
     assert routes.adapter_for("/") is None  # the canonical schema
     for name in ("alertmanager", "grafana", "datadog", "cloud-monitoring", "splunk"):
@@ -365,8 +366,8 @@ def test_paths_choose_the_format() -> None:
 
 
 def test_senders_restricts_the_paths_and_sender_default_takes_the_root() -> None:
-    routes = routes_from_env(
-        "vm_isolate", VmIsolate, {"SENDERS": "alertmanager", "SENDER_DEFAULT": "grafana"}
+    routes = routes_for(
+        VmIsolate, Settings.from_env({"SENDERS": "alertmanager", "SENDER_DEFAULT": "grafana"})
     )
 
     root = routes.adapter_for("/")

@@ -13,10 +13,11 @@ from starlette.requests import Request
 from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from shared.adapters import routes_from_env
+from shared.adapters import routes_for
+from shared.config import Settings
 from shared.envelope import Message
 from shared.errors import PublishTimeoutError
-from shared.pipeline import EventType, Relay
+from shared.pipeline import Relay
 from shared.publisher import Publisher
 from shared.schemas import VmIsolate
 
@@ -44,17 +45,17 @@ class FakePublisher:
 
 
 class _Open:
-    def verify(self, headers: Any, query: Any, body: bytes) -> None:
+    async def verify(self, headers: Any, query: Any, body: bytes) -> None:
         return None
 
 
 def client(publisher: FakePublisher, **env: str) -> TestClient:
     relay = Relay(
-        EventType("vm_isolate", VmIsolate, "vm.isolate"),
+        VmIsolate,
         authenticator=_Open(),
         publisher=cast(Publisher, publisher),
         max_body_bytes=256 * 1024,
-        routes=routes_from_env("vm_isolate", VmIsolate, env),
+        routes=routes_for(VmIsolate, Settings.from_env(env)),
     )
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

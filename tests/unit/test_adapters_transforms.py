@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from shared.adapters import Refusal, routes_from_env
+from shared.adapters import Refusal, routes_for
 from shared.adapters.mapping import Alternative, evaluate, parse_expression, parse_path
 from shared.adapters.transforms import transform
+from shared.config import Settings
 from shared.schemas import VmIsolate
 
 SENDERS = Path(__file__).parent.parent / "events" / "senders"
@@ -118,7 +119,7 @@ def test_hostile_sender_values_are_refused_not_raised(field: str, given: Any, po
     document = json.loads((SENDERS / "alertmanager.json").read_text())
     alert = document["alerts"][0]
     (alert["labels"] if field == "instance" else alert)[field] = given
-    adapter = routes_from_env("vm_isolate", VmIsolate, {}).adapter_for("/alertmanager")
+    adapter = routes_for(VmIsolate, Settings.from_env({})).adapter_for("/alertmanager")
     assert adapter is not None
 
     candidates, _ = adapter.candidates(document)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import logging
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from standardwebhooks import Webhook
@@ -19,8 +21,9 @@ from shared.auth import (
     HMAC_CHALLENGE,
     Authenticator,
     Fields,
-    authenticator_from_env,
+    authenticator_for,
 )
+from shared.config import Settings
 from shared.errors import AuthenticationError, ConfigError, SecretUnavailableError
 
 BODY = b'{"status": "firing", "alerts": [{"labels": {"instance": "h\xc3\xb4te"}}]}'
@@ -36,14 +39,19 @@ def make(monkeypatch: pytest.MonkeyPatch, mode: str, secret: str, **env: str) ->
     monkeypatch.setenv("AUTH_SECRETS", secret)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return authenticator_from_env()
+    return authenticator_for(Settings.from_env())
+
+
+def verify(auth: Authenticator, headers: Fields, query: Fields, body: bytes) -> str | None:
+    """What the pipeline awaits, from a test's plain code."""
+    return asyncio.run(auth.verify(headers, query, body))
 
 
 def rejected(
     auth: Authenticator, headers: Fields, query: Fields = NO_QUERY, body: bytes = BODY
 ) -> AuthenticationError:
     with pytest.raises(AuthenticationError) as info:
-        auth.verify(headers, query, body)
+        verify(auth, headers, query, body)
     assert info.value.status == 401
     assert str(info.value) == "Missing or invalid credentials."
     return info.value
@@ -90,8 +98,8 @@ def grafana(
 
 def test_bearer_accepts_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
     auth = make(monkeypatch, "bearer", TOKEN)
-    assert auth.verify({"authorization": f"Bearer {TOKEN}"}, NO_QUERY, BODY) is None
-    assert auth.verify(Headers({"Authorization": f"bearer  {TOKEN}"}), NO_QUERY, BODY) is None
+    assert verify(auth, {"authorization": f"Bearer {TOKEN}"}, NO_QUERY, BODY) is None
+    assert verify(auth, Headers({"Authorization": f"bearer  {TOKEN}"}), NO_QUERY, BODY) is None
 
 
 def test_bearer_rejects_missing_wrong_and_other_schemes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,29 +112,46 @@ def test_bearer_rejects_missing_wrong_and_other_schemes(monkeypatch: pytest.Monk
 
 def test_bearer_rotation_accepts_either_token(monkeypatch: pytest.MonkeyPatch) -> None:
     auth = make(monkeypatch, "bearer", f"{TOKEN},\n {OTHER_TOKEN}\n")
-    auth.verify({"authorization": f"Bearer {TOKEN}"}, NO_QUERY, BODY)
-    auth.verify({"authorization": f"Bearer {OTHER_TOKEN}"}, NO_QUERY, BODY)
+    verify(auth, {"authorization": f"Bearer {TOKEN}"}, NO_QUERY, BODY)
+    verify(auth, {"authorization": f"Bearer {OTHER_TOKEN}"}, NO_QUERY, BODY)
 
 
-def test_a_rotated_secret_takes_effect_without_restart(monkeypatch: pytest.MonkeyPatch) -> None:
-    auth = make(monkeypatch, "bearer", TOKEN)
-    monkeypatch.setenv("AUTH_SECRETS", OTHER_TOKEN)
-    auth.verify({"authorization": f"Bearer {OTHER_TOKEN}"}, NO_QUERY, BODY)
+def rotating(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mode: str, secret: str) -> Path:
+    """AUTH_SECRETS in a file, read again on every request (as a mounted secret is, once
+    SECRETS_CACHE_SECONDS have passed): rotate it by writing the file."""
+    path = tmp_path / "auth-secrets"
+    path.write_text(secret)
+    monkeypatch.setenv("AUTH_MODE", mode)
+    monkeypatch.setenv("AUTH_SECRETS_FILE", str(path))
+    monkeypatch.setenv("SECRETS_CACHE_SECONDS", "0")
+    return path
+
+
+def test_a_rotated_secret_takes_effect_without_restart(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = rotating(monkeypatch, tmp_path, "bearer", TOKEN)
+    auth = authenticator_for(Settings.from_env())
+    secret.write_text(OTHER_TOKEN)
+    verify(auth, {"authorization": f"Bearer {OTHER_TOKEN}"}, NO_QUERY, BODY)
     rejected(auth, {"authorization": f"Bearer {TOKEN}"})
 
 
 def test_bearer_non_ascii_token_arrives_as_utf8(monkeypatch: pytest.MonkeyPatch) -> None:
     auth = make(monkeypatch, "bearer", "jeton-été")
     wire = Headers(raw=[(b"authorization", "Bearer jeton-été".encode())])  # decoded as latin-1
-    auth.verify(wire, NO_QUERY, BODY)
+    verify(auth, wire, NO_QUERY, BODY)
     rejected(auth, Headers(raw=[(b"authorization", "Bearer jeton-\xe9t\xe9".encode("latin-1"))]))
 
 
-def test_an_unusable_secret_after_start_is_a_503(monkeypatch: pytest.MonkeyPatch) -> None:
-    auth = make(monkeypatch, "basic", "user:pw")
-    monkeypatch.setenv("AUTH_SECRETS", " , ")
+def test_an_unusable_secret_after_start_is_a_503(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = rotating(monkeypatch, tmp_path, "basic", "user:pw")
+    auth = authenticator_for(Settings.from_env())
+    secret.write_text(" , ")
     with pytest.raises(SecretUnavailableError):
-        auth.verify(basic("user:pw"), NO_QUERY, BODY)
+        verify(auth, basic("user:pw"), NO_QUERY, BODY)
 
 
 # --- basic -------------------------------------------------------------------------------
@@ -134,8 +159,8 @@ def test_an_unusable_secret_after_start_is_a_503(monkeypatch: pytest.MonkeyPatch
 
 def test_basic_accepts_a_pair_and_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
     auth = make(monkeypatch, "basic", "alertmanager:old-pw\ngrafana:pä:ss")
-    assert auth.verify(basic("alertmanager:old-pw"), NO_QUERY, BODY) is None
-    auth.verify(basic("grafana:pä:ss"), NO_QUERY, BODY)
+    assert verify(auth, basic("alertmanager:old-pw"), NO_QUERY, BODY) is None
+    verify(auth, basic("grafana:pä:ss"), NO_QUERY, BODY)
 
 
 def test_basic_rejects_missing_and_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,8 +189,8 @@ def test_basic_secrets_must_be_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_query_token(monkeypatch: pytest.MonkeyPatch) -> None:
     auth = make(monkeypatch, "query-token", f"{TOKEN},{OTHER_TOKEN}")
-    assert auth.verify({}, {"token": TOKEN}, BODY) is None
-    auth.verify({}, QueryParams(f"a=1&token={OTHER_TOKEN}"), BODY)
+    assert verify(auth, {}, {"token": TOKEN}, BODY) is None
+    verify(auth, {}, QueryParams(f"a=1&token={OTHER_TOKEN}"), BODY)
     assert rejected(auth, {}, {}).reason == "missing token query parameter"
     assert rejected(auth, {}, {"token": "nope"}).challenge == BEARER_CHALLENGE
     rejected(auth, {"authorization": f"Bearer {TOKEN}"}, {})
@@ -176,18 +201,18 @@ def test_query_token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_standard_webhooks_accepts_the_library_signature(monkeypatch: pytest.MonkeyPatch) -> None:
     auth = make(monkeypatch, "standard-webhooks", WHSEC)
-    assert auth.verify(signed(msg_id="msg_abc"), NO_QUERY, BODY) == "msg_abc"
-    assert auth.verify(Headers(signed()), NO_QUERY, BODY) == "msg_2KWPBgLlAfxdpx2AI54pPJ85"
+    assert verify(auth, signed(msg_id="msg_abc"), NO_QUERY, BODY) == "msg_abc"
+    assert verify(auth, Headers(signed()), NO_QUERY, BODY) == "msg_2KWPBgLlAfxdpx2AI54pPJ85"
 
 
 def test_standard_webhooks_accepts_a_raw_base64_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     auth = make(monkeypatch, "standard-webhooks", WHSEC.removeprefix("whsec_").rstrip("="))
-    auth.verify(signed(), NO_QUERY, BODY)
+    verify(auth, signed(), NO_QUERY, BODY)
 
 
 def test_standard_webhooks_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
     auth = make(monkeypatch, "standard-webhooks", f"{WHSEC}\n{WHSEC_2}")
-    auth.verify(signed(WHSEC_2), NO_QUERY, BODY)
+    verify(auth, signed(WHSEC_2), NO_QUERY, BODY)
 
 
 def test_standard_webhooks_one_valid_signature_among_several(
@@ -197,7 +222,7 @@ def test_standard_webhooks_one_valid_signature_among_several(
     headers = signed()
     wrong = signed(WHSEC_2)["webhook-signature"]
     headers["webhook-signature"] = f"v2,abc nocomma v1,!!! {wrong} {headers['webhook-signature']}"
-    auth.verify(headers, NO_QUERY, BODY)
+    verify(auth, headers, NO_QUERY, BODY)
 
 
 def test_standard_webhooks_rejects(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -223,7 +248,7 @@ def test_standard_webhooks_entry_without_comma_is_a_401(monkeypatch: pytest.Monk
 def test_standard_webhooks_bounds_the_id(monkeypatch: pytest.MonkeyPatch, msg_id: str) -> None:
     auth = make(monkeypatch, "standard-webhooks", WHSEC)
     assert rejected(auth, signed(msg_id=msg_id)).reason == "invalid webhook-id"
-    assert auth.verify(signed(msg_id="x" * 255), NO_QUERY, BODY) == "x" * 255
+    assert verify(auth, signed(msg_id="x" * 255), NO_QUERY, BODY) == "x" * 255
 
 
 def test_standard_webhooks_replay_window(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,7 +256,7 @@ def test_standard_webhooks_replay_window(monkeypatch: pytest.MonkeyPatch) -> Non
     now = time.time()
     assert rejected(auth, signed(at=now - 400)).reason == "timestamp outside tolerance"
     assert rejected(auth, signed(at=now + 400)).reason == "timestamp outside tolerance"
-    auth.verify(signed(at=now - 200), NO_QUERY, BODY)
+    verify(auth, signed(at=now - 200), NO_QUERY, BODY)
     headers = {**signed(), "webhook-timestamp": "1.7e9"}
     assert rejected(auth, headers).reason == "invalid timestamp"
 
@@ -240,7 +265,7 @@ def test_standard_webhooks_custom_tolerance(monkeypatch: pytest.MonkeyPatch) -> 
     auth = make(monkeypatch, "standard-webhooks", WHSEC, AUTH_TOLERANCE_SECONDS="30")
     assert rejected(auth, signed(at=time.time() - 60)).reason == "timestamp outside tolerance"
     auth = make(monkeypatch, "standard-webhooks", WHSEC, AUTH_TOLERANCE_SECONDS="3600")
-    auth.verify(signed(at=time.time() - 1800), NO_QUERY, BODY)
+    verify(auth, signed(at=time.time() - 1800), NO_QUERY, BODY)
 
 
 def test_standard_webhooks_secret_must_be_base64(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,9 +278,9 @@ def test_standard_webhooks_secret_must_be_base64(monkeypatch: pytest.MonkeyPatch
 
 def test_grafana_without_timestamp(monkeypatch: pytest.MonkeyPatch) -> None:
     auth = make(monkeypatch, "grafana-hmac", f"old,{GRAFANA_KEY}")
-    assert auth.verify(grafana(), NO_QUERY, BODY) is None
+    assert verify(auth, grafana(), NO_QUERY, BODY) is None
     upper = {k: v.upper() for k, v in grafana().items()}
-    auth.verify(Headers(upper), NO_QUERY, BODY)
+    verify(auth, Headers(upper), NO_QUERY, BODY)
     assert rejected(auth, grafana(key="old-ish")).reason == "signature mismatch"
     assert rejected(auth, grafana(), body=b"{}").reason == "signature mismatch"
     assert rejected(auth, {}).challenge == HMAC_CHALLENGE
@@ -264,7 +289,7 @@ def test_grafana_without_timestamp(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_grafana_with_timestamp(monkeypatch: pytest.MonkeyPatch) -> None:
     auth = make(monkeypatch, "grafana-hmac", GRAFANA_KEY)
     now = int(time.time())
-    auth.verify(grafana(timestamp=str(now)), NO_QUERY, BODY)
+    verify(auth, grafana(timestamp=str(now)), NO_QUERY, BODY)
     old = grafana(timestamp=str(now - 301))
     assert rejected(auth, old).reason == "timestamp outside tolerance"
     moved = {**grafana(timestamp=str(now)), "x-grafana-alerting-signature-timestamp": str(now - 1)}
@@ -274,7 +299,7 @@ def test_grafana_with_timestamp(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_grafana_configured_timestamp_header_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
     auth = make(monkeypatch, "grafana-hmac", GRAFANA_KEY, AUTH_TIMESTAMP_HEADER="X-Sent-At")
     now = str(int(time.time()))
-    auth.verify(grafana(timestamp=now, header="x-sent-at"), NO_QUERY, BODY)
+    verify(auth, grafana(timestamp=now, header="x-sent-at"), NO_QUERY, BODY)
     assert rejected(auth, grafana()).reason == "missing timestamp header"
 
 
@@ -292,8 +317,8 @@ def test_disabled_lets_everything_through_loudly(
 ) -> None:
     monkeypatch.setenv("AUTH_DISABLED", "1")
     with caplog.at_level(logging.WARNING, logger="event_relay.auth"):
-        auth = authenticator_from_env()
-    assert auth.verify({}, {}, b"") is None
+        auth = authenticator_for(Settings.from_env())
+    assert verify(auth, {}, {}, b"") is None
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     assert "AUTHENTICATION IS DISABLED" in record.getMessage()
@@ -302,7 +327,7 @@ def test_disabled_lets_everything_through_loudly(
 
 def test_disabled_is_refused_on_cloud_run() -> None:
     with pytest.raises(ConfigError, match="local development only"):
-        authenticator_from_env({"AUTH_DISABLED": "1", "K_SERVICE": "event-relay"})
+        authenticator_for(Settings.from_env({"AUTH_DISABLED": "1", "K_SERVICE": "event-relay"}))
 
 
 @pytest.mark.parametrize(
@@ -310,8 +335,8 @@ def test_disabled_is_refused_on_cloud_run() -> None:
     [
         ({}, "AUTH_MODE is not set"),
         ({"AUTH_DISABLED": "0"}, "AUTH_MODE is not set"),
-        ({"AUTH_MODE": "hmac"}, "AUTH_MODE must be"),
-        ({"AUTH_DISABLED": "true"}, "AUTH_DISABLED must be 1"),
+        ({"AUTH_MODE": "hmac"}, "AUTH_MODE: must be one of bearer, basic"),
+        ({"AUTH_DISABLED": "true"}, "AUTH_DISABLED: must be 1"),
         ({"AUTH_MODE": "bearer"}, "AUTH_SECRETS is not set"),
         ({"AUTH_MODE": "bearer", "AUTH_TOLERANCE_SECONDS": "5m"}, "AUTH_TOLERANCE_SECONDS"),
         ({"AUTH_MODE": "bearer", "AUTH_TOLERANCE_SECONDS": "0"}, "AUTH_TOLERANCE_SECONDS"),
@@ -319,7 +344,7 @@ def test_disabled_is_refused_on_cloud_run() -> None:
 )
 def test_settings_that_cannot_work_stop_the_start(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        authenticator_from_env(environ)
+        authenticator_for(Settings.from_env(environ))
 
 
 def test_secrets_without_a_secret_stop_the_start(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,16 +17,19 @@ def test_plaintext_is_refused_on_cloud_run_even_with_the_switch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AMQP_URL", "amqp://relay:pw@broker:5672/")
+    monkeypatch.setenv("AMQP_ALLOW_PLAINTEXT", "1")
     monkeypatch.setenv("K_SERVICE", "vm-isolate")
 
     with pytest.raises(ConfigError, match="AMQP_ALLOW_PLAINTEXT"):
-        connection_parameters(Settings(amqp_allow_plaintext=True))
+        connection_parameters(Settings.from_env())
 
 
 def test_plaintext_with_the_switch_works_locally(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AMQP_URL", "amqp://relay:pw@broker:5672/")
+    monkeypatch.setenv("AMQP_ALLOW_PLAINTEXT", "1")
+    monkeypatch.setenv("AMQP_PUBLISH_TIMEOUT", "20")
 
-    [params] = connection_parameters(Settings(amqp_allow_plaintext=True, amqp_publish_timeout=20))
+    [params] = connection_parameters(Settings.from_env())
 
     assert params.ssl_options is None
     # A connection blocked by an alarm is eventually given up and opened anew.
@@ -42,7 +45,7 @@ def test_a_malformed_url_is_a_config_error_that_does_not_quote_it(
     monkeypatch.setenv("AMQP_URL", url)
 
     with pytest.raises(ConfigError) as raised:
-        connection_parameters(Settings())
+        connection_parameters(Settings.from_env())
 
     assert "s3cret" not in str(raised.value)
     assert raised.value.__cause__ is None
@@ -68,7 +71,7 @@ def test_amqps_urls_use_only_our_ca_and_the_tls_port(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("AMQP_CLIENT_CERT", client.cert_chain_pems[0].bytes().decode())
     monkeypatch.setenv("AMQP_CLIENT_KEY", client.private_key_pem.bytes().decode())
 
-    first, second = connection_parameters(Settings())
+    first, second = connection_parameters(Settings.from_env())
 
     assert (first.host, first.port, first.virtual_host) == ("broker.example", 5671, "/")
     assert (second.host, second.port, second.virtual_host) == ("b2.example", 6671, "ops")

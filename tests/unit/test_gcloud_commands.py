@@ -35,7 +35,6 @@ defaults:
   env: {AMQP_EXCHANGE: event-relay}
 functions:
   login_bruteforce:
-    routing_key: security.login-bruteforce
     entry_point: login_bruteforce
     runtime: python313
     region: us-central1
@@ -77,7 +76,8 @@ def test_a_function_with_overrides_gets_exactly_this_command(manifest: Path) -> 
         "--trigger-http",
         # A value holds a comma: gcloud's ^@^ syntax switches the list delimiter.
         "--set-env-vars=^@^FUNCTION_USE_ASGI=1@WORKERS=2@AUTH_MODE=grafana-hmac"
-        "@AUTH_TOLERANCE_SECONDS=120@AUTH_TIMESTAMP_HEADER=X-Ts@AMQP_EXCHANGE=event-relay"
+        "@AUTH_TOLERANCE_SECONDS=120@AUTH_TIMESTAMP_HEADER=X-Ts"
+        "@GOOGLE_CLOUD_PROJECT=relay-prod-42@AMQP_EXCHANGE=event-relay"
         "@AMQP_URL_COMMENT_FREE=a,b"
         "@AMQP_URL_SECRET=projects/relay-prod-42/secrets/amqp-url/versions/7"
         "@AMQP_CA_CERT_FILE=/etc/relay-ca/ca.pem"

@@ -64,7 +64,6 @@ def test_env_and_secrets_merge_key_by_key(tmp_path: Path) -> None:
         tmp_path,
         """\
         vm_isolate:
-          routing_key: vm.isolate
           env: {LOG_LEVEL: DEBUG, AMQP_PUBLISH_TIMEOUT: 3}
           secrets:
             AUTH_SECRETS: {secret: vm-auth, via: env, version: "2"}
@@ -82,94 +81,104 @@ def test_env_and_secrets_merge_key_by_key(tmp_path: Path) -> None:
 
 ERRORS = [
     pytest.param(
-        "disk_space_low: {routing_key: disk.space-low, memory: lots}\n",
+        "disk_space_low: {memory: lots}\n",
         "",
         "functions.disk_space_low.memory: String should match pattern",
         id="bad-memory",
     ),
     pytest.param(
-        "vm_isolate: {routing_key: vm.isolate, memroy: 1Gi}\n",
+        "vm_isolate: {memroy: 1Gi}\n",
         "",
         "functions.vm_isolate.memroy: Extra inputs are not permitted",
         id="unknown-field",
     ),
     pytest.param(
-        "vm_isolate: {memory: 1Gi}\n",
+        "no_such_event: {memory: 1Gi}\n",
         "",
-        "functions.vm_isolate.routing_key: Field required",
-        id="no-routing-key",
+        "functions.no_such_event: no event type 'no_such_event': declare it in shared/schemas.py",
+        id="no-event-type",
     ),
     pytest.param(
-        "vm_isolate: {routing_key: vm.isolate}\n",
+        "vm_isolate: {}\n",
         "max_instances: 0\n",
         "defaults.max_instances: Input should be greater than or equal to 1",
         id="bad-default",
     ),
     pytest.param(
-        "vm_isolate: {routing_key: vm.isolate, concurrency: 80, cpu: 0.5}\n",
+        "vm_isolate: {concurrency: 80, cpu: 0.5}\n",
         "",
         "functions.vm_isolate.cpu: concurrency 80 needs cpu >= 1",
         id="concurrency-without-cpu",
     ),
     pytest.param(
-        "vm_isolate: {routing_key: vm.isolate, env: {DEBUG: 'true'}}\n",
+        "vm_isolate: {env: {DEBUG: 'true'}}\n",
         "",
         "functions.vm_isolate.env.DEBUG: set by deploy, the platform or `auth`",
         id="reserved-env",
     ),
     pytest.param(
-        "vm_isolate: {routing_key: vm.isolate, env: {AMQP_URL_FILE: /x}}\n",
+        "vm_isolate: {env: {AMQP_URL_FILE: /x}}\n",
         "",
         "functions.vm_isolate.env.AMQP_URL_FILE: AMQP_URL is a secret",
         id="secret-as-env",
     ),
     pytest.param(
-        "vm_isolate:\n  routing_key: vm.isolate\n"
-        "  secrets: {AUTH_SECRETS: {secret: a, via: env}}\n",
+        "vm_isolate:\n  secrets: {AUTH_SECRETS: {secret: a, via: env}}\n",
         "",
         "functions.vm_isolate.secrets.AUTH_SECRETS.version: pin a version",
         id="env-secret-latest",
     ),
     pytest.param(
-        "vm_isolate:\n  routing_key: vm.isolate\n"
-        "  secrets: {AUTH_SECRETS: {secret: a, via: runtime}}\n",
+        "vm_isolate:\n  secrets: {AUTH_SECRETS: {secret: a, via: runtime}}\n",
         "",
         "functions.vm_isolate.secrets.AUTH_SECRETS.secret: a short name needs `project`",
         id="runtime-secret-without-project",
     ),
     pytest.param(
-        "vm_isolate:\n  routing_key: vm.isolate\n"
-        "  secrets: {AUTH_SECRETS: {secret: a, via: cloud}}\n",
+        "vm_isolate:\n  secrets: {AUTH_SECRETS: {secret: a, via: cloud}}\n",
         "",
         "functions.vm_isolate.secrets.AUTH_SECRETS.via: Input should be 'file', 'env' or 'runtime'",
         id="bad-secret-source",
     ),
     pytest.param(
-        "vm_isolate: {routing_key: vm.isolate, egress: all}\n",
+        "vm_isolate: {egress: all}\n",
         "",
         "functions.vm_isolate.egress: needs a vpc_connector",
         id="egress-without-connector",
     ),
     pytest.param(
-        "vm_isolate: {routing_key: vm.isolate}\nservice_down: {routing_key: vm.isolate}\n",
+        "vm_isolate: {queue: q1}\nservice_down: {queue: q1}\n",
         "",
-        "functions.service_down.routing_key: 'vm.isolate' is also vm_isolate's",
-        id="routing-key-twice",
+        "functions.service_down.queue: 'q1' is also vm_isolate's",
+        id="queue-twice",
     ),
     pytest.param(
-        "vm_isolate: {routing_key: vm.isolate}\nvm_isolate: {routing_key: vm.other}\n",
+        "vm_isolate: {env: {AMQP_PUBLISH_TIMEOUT: soon}}\n",
+        "",
+        "functions.vm_isolate.env: invalid setting AMQP_PUBLISH_TIMEOUT: Input should be a "
+        "valid number",
+        id="bad-setting",
+    ),
+    pytest.param(
+        "vm_isolate: {env: {AUTH_DISABLED: '1'}}\n",
+        "",
+        "functions.vm_isolate.env.AUTH_DISABLED: for local development only, never deployed",
+        id="local-switch",
+    ),
+    pytest.param(
+        "vm_isolate: {}\nvm_isolate: {}\n",
         "",
         "duplicate key 'vm_isolate'",
         id="entry-twice",
     ),
     pytest.param(
-        "no_such_event: {routing_key: no.such}\n",
+        "no_such_event: {}\n",
         "",
         "functions.no_such_event.source: functions/no_such_event/main.py does not exist",
         id="no-folder",
     ),
     pytest.param(
-        "vm_isolate: {routing_key: vm.isolate, queue: amq.mine}\n",
+        "vm_isolate: {queue: amq.mine}\n",
         "",
         "functions.vm_isolate.queue: Value error, names starting with amq. are reserved",
         id="reserved-queue",
@@ -192,7 +201,6 @@ def test_a_required_secret_missing_is_named(tmp_path: Path) -> None:
     path.write_text(
         "functions:\n"
         "  vm_isolate:\n"
-        "    routing_key: vm.isolate\n"
         "    region: europe-west3\n"
         "    auth: {mode: bearer}\n"
         "    secrets: {AMQP_URL: {secret: url}}\n"

@@ -24,7 +24,6 @@ defaults:
     AUTH_SECRETS: {secret: auth}
 functions:
   vm_isolate:
-    routing_key: vm.isolate
     source: functions/vm_isolate
 %s
 """

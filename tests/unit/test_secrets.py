@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from google.api_core import exceptions as gexc
 from google.auth.exceptions import DefaultCredentialsError
 
 from shared import secrets
+from shared.config import secret_source
 from shared.errors import ConfigError, SecretUnavailableError
 from tests.secret_manager_fake import SecretManagerFake
 
@@ -47,9 +49,15 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return now
 
 
+def read_secret(setting: str) -> str | None:
+    """A secret setting as a function reads it: its source from the environment, then its value."""
+    source = secret_source(setting, {k: v for k, v in os.environ.items() if v})
+    return None if source is None else secrets.read(source)
+
+
 def unavailable(setting: str = SETTING) -> SecretUnavailableError:
     with pytest.raises(SecretUnavailableError) as info:
-        secrets.read_secret(setting)
+        read_secret(setting)
     assert info.value.status == 503
     return info.value
 
@@ -58,12 +66,12 @@ def unavailable(setting: str = SETTING) -> SecretUnavailableError:
 
 
 def test_none_when_no_source_is_set() -> None:
-    assert secrets.read_secret(SETTING) is None
+    assert read_secret(SETTING) is None
 
 
 def test_value_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SETTING, "hunter2")
-    assert secrets.read_secret(SETTING) == "hunter2"
+    assert read_secret(SETTING) == "hunter2"
 
 
 def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,14 +79,14 @@ def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv(f"{SETTING}_SECRET", "db-password")
     monkeypatch.setenv(f"{SETTING}_FILE", "")
     with pytest.raises(ConfigError, match="GOOGLE_CLOUD_PROJECT"):
-        secrets.read_secret(SETTING)
+        read_secret(SETTING)
 
 
 def test_value_from_file_is_exact(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = tmp_path / "pw"
     path.write_text("hunter2\n")
     monkeypatch.setenv(f"{SETTING}_FILE", str(path))
-    assert secrets.read_secret(SETTING) == "hunter2\n"
+    assert read_secret(SETTING) == "hunter2\n"
 
 
 def test_missing_file_names_setting_and_path(
@@ -104,7 +112,7 @@ def test_two_sources_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SETTING, "hunter2")
     monkeypatch.setenv(f"{SETTING}_SECRET", "db-password")
     with pytest.raises(ConfigError) as info:
-        secrets.read_secret(SETTING)
+        read_secret(SETTING)
     assert f"{SETTING}, {SETTING}_SECRET" in str(info.value)
     assert "hunter2" not in str(info.value)
 
@@ -116,7 +124,7 @@ def test_malformed_secret_reference(monkeypatch: pytest.MonkeyPatch, ref: str) -
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
     monkeypatch.setenv(f"{SETTING}_SECRET", ref)
     with pytest.raises(ConfigError, match=f"{SETTING}_SECRET"):
-        secrets.read_secret(SETTING)
+        read_secret(SETTING)
 
 
 # --- Secret Manager ----------------------------------------------------------------------
@@ -140,7 +148,7 @@ def test_secret_reference_forms(
     fake.set("db-password", "v2")
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
     monkeypatch.setenv(f"{SETTING}_SECRET", ref)
-    assert secrets.read_secret(SETTING) == served
+    assert read_secret(SETTING) == served
 
 
 def test_short_name_without_project_is_a_config_error(
@@ -149,7 +157,7 @@ def test_short_name_without_project_is_a_config_error(
     fake.set("db-password", "hunter2")
     monkeypatch.setenv(f"{SETTING}_SECRET", "db-password")
     with pytest.raises(ConfigError, match="GOOGLE_CLOUD_PROJECT"):
-        secrets.read_secret(SETTING)
+        read_secret(SETTING)
     assert fake.access_count == 0
 
 
@@ -158,7 +166,7 @@ def test_full_path_needs_no_project(
 ) -> None:
     fake.set("projects/other/secrets/api-key", "k")
     monkeypatch.setenv(f"{SETTING}_SECRET", "projects/other/secrets/api-key")
-    assert secrets.read_secret(SETTING) == "k"
+    assert read_secret(SETTING) == "k"
     assert fake.calls == ["projects/other/secrets/api-key/versions/latest"]
 
 
@@ -218,9 +226,9 @@ def test_one_client_per_process(fake: SecretManagerFake, monkeypatch: pytest.Mon
     fake.set("api-key", "b")
     monkeypatch.setenv(f"{SETTING}_SECRET", SECRET)
     monkeypatch.setenv("API_KEY_SECRET", f"projects/{PROJECT}/secrets/api-key")
-    assert secrets.read_secret(SETTING) == "a"
+    assert read_secret(SETTING) == "a"
     client = secrets._get_client()
-    assert secrets.read_secret("API_KEY") == "b"
+    assert read_secret("API_KEY") == "b"
     assert secrets._get_client() is client
 
 
@@ -232,13 +240,13 @@ def test_rotation_is_served_after_the_ttl(
 ) -> None:
     fake.set("db-password", "old")
     monkeypatch.setenv(f"{SETTING}_SECRET", SECRET)
-    assert secrets.read_secret(SETTING) == "old"
+    assert read_secret(SETTING) == "old"
     fake.set("db-password", "new")
     clock[0] += 299
-    assert secrets.read_secret(SETTING) == "old"
+    assert read_secret(SETTING) == "old"
     assert fake.access_count == 1
     clock[0] += 2
-    assert secrets.read_secret(SETTING) == "new"
+    assert read_secret(SETTING) == "new"
     assert fake.access_count == 2
 
 
@@ -249,11 +257,11 @@ def test_rotated_file_is_reread_after_the_ttl(
     path.write_text("old")
     monkeypatch.setenv(f"{SETTING}_FILE", str(path))
     monkeypatch.setenv("SECRETS_CACHE_SECONDS", "60")
-    assert secrets.read_secret(SETTING) == "old"
+    assert read_secret(SETTING) == "old"
     path.write_text("new")
-    assert secrets.read_secret(SETTING) == "old"
+    assert read_secret(SETTING) == "old"
     clock[0] += 61
-    assert secrets.read_secret(SETTING) == "new"
+    assert read_secret(SETTING) == "new"
 
 
 def test_failures_are_not_cached(fake: SecretManagerFake, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -262,8 +270,8 @@ def test_failures_are_not_cached(fake: SecretManagerFake, monkeypatch: pytest.Mo
     monkeypatch.setenv(f"{SETTING}_SECRET", SECRET)
     unavailable()
     fake.fail("db-password", None)
-    assert secrets.read_secret(SETTING) == "hunter2"
-    assert secrets.read_secret(SETTING) == "hunter2"
+    assert read_secret(SETTING) == "hunter2"
+    assert read_secret(SETTING) == "hunter2"
     assert fake.access_count == 2
 
 
@@ -275,12 +283,12 @@ def test_a_failed_refresh_keeps_the_old_value_and_waits_before_trying_again(
 ) -> None:
     fake.set("db-password", "hunter2")
     monkeypatch.setenv(f"{SETTING}_SECRET", SECRET)
-    assert secrets.read_secret(SETTING) == "hunter2"
+    assert read_secret(SETTING) == "hunter2"
     fake.fail("db-password", grpc.StatusCode.PERMISSION_DENIED)  # not retried: one access
     clock[0] += 301
 
     with caplog.at_level(logging.WARNING, logger="event_relay.secrets"):
-        assert secrets.read_secret(SETTING) == "hunter2"
+        assert read_secret(SETTING) == "hunter2"
     assert fake.access_count == 2
     [record] = [r for r in caplog.records if r.name == "event_relay.secrets"]
     assert record.levelno == logging.WARNING
@@ -290,19 +298,19 @@ def test_a_failed_refresh_keeps_the_old_value_and_waits_before_trying_again(
     assert "hunter2" not in message
 
     clock[0] += secrets.RETRY_SECONDS - 1
-    assert secrets.read_secret(SETTING) == "hunter2"
+    assert read_secret(SETTING) == "hunter2"
     assert fake.access_count == 2  # no new attempt within RETRY_SECONDS
     clock[0] += 1
-    assert secrets.read_secret(SETTING) == "hunter2"
+    assert read_secret(SETTING) == "hunter2"
     assert fake.access_count == 3  # tried again, still failing
 
     fake.fail("db-password", None)
     fake.set("db-password", "n3w")
     clock[0] += secrets.RETRY_SECONDS
-    assert secrets.read_secret(SETTING) == "n3w"
+    assert read_secret(SETTING) == "n3w"
     assert fake.access_count == 4
     clock[0] += 299
-    assert secrets.read_secret(SETTING) == "n3w"  # a full TTL again
+    assert read_secret(SETTING) == "n3w"  # a full TTL again
     assert fake.access_count == 4
 
 
@@ -313,15 +321,15 @@ def test_a_failed_refresh_of_a_file_keeps_the_old_value(
     path.write_text("old")
     monkeypatch.setenv(f"{SETTING}_FILE", str(path))
     monkeypatch.setenv("SECRETS_CACHE_SECONDS", "10")
-    assert secrets.read_secret(SETTING) == "old"
+    assert read_secret(SETTING) == "old"
     path.unlink()
     clock[0] += 11
-    assert secrets.read_secret(SETTING) == "old"
+    assert read_secret(SETTING) == "old"
     path.write_text("new")
     clock[0] += 9  # min(ttl, RETRY_SECONDS) = 10
-    assert secrets.read_secret(SETTING) == "old"
+    assert read_secret(SETTING) == "old"
     clock[0] += 1
-    assert secrets.read_secret(SETTING) == "new"
+    assert read_secret(SETTING) == "new"
 
 
 @pytest.mark.parametrize("seconds", ["0", "-1"])
@@ -331,8 +339,8 @@ def test_cache_disabled(
     fake.set("db-password", "hunter2")
     monkeypatch.setenv(f"{SETTING}_SECRET", SECRET)
     monkeypatch.setenv("SECRETS_CACHE_SECONDS", seconds)
-    secrets.read_secret(SETTING)
-    secrets.read_secret(SETTING)
+    read_secret(SETTING)
+    read_secret(SETTING)
     assert fake.access_count == 2
 
 
@@ -341,7 +349,7 @@ def test_cache_seconds_must_be_a_number(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv(f"{SETTING}_FILE", str(tmp_path / "pw"))
     monkeypatch.setenv("SECRETS_CACHE_SECONDS", "5m")
     with pytest.raises(ConfigError, match="SECRETS_CACHE_SECONDS"):
-        secrets.read_secret(SETTING)
+        read_secret(SETTING)
 
 
 # --- costs and deadlines -----------------------------------------------------------------
