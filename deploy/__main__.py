@@ -1,4 +1,4 @@
-"""python -m deploy stage|deploy|topology|local|tail|openapi: the manifest's functions.
+"""python -m deploy stage|deploy|topology|local|tail|openapi|docs: the manifest's functions.
 
     python -m deploy stage [--only NAME ...]          build/<name>/ upload folders
     python -m deploy deploy [--only NAME ...] [--dry-run]
@@ -6,6 +6,7 @@
     python -m deploy local [--port 8081]              what `nox -s dev` runs
     python -m deploy tail [--consume]                 print events as they arrive
     python -m deploy openapi [--out DIR]              one OpenAPI 3.1 document per function
+    python -m deploy docs [--check]                   the reference tables of docs/, from the code
 
 `topology` and `tail` reach the broker with the functions' own AMQP_* settings.
 """
@@ -17,7 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from deploy import REPO, openapi, topology
+from deploy import REPO, docs, openapi, topology
 from deploy.broker import BrokerError
 from deploy.gcloud import GcloudMissingError, deploy_command, require_gcloud, run
 from deploy.manifest import MANIFEST, Function, ManifestError, load_manifest
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.command(args, functions) or 0)
     except (
         ManifestError,
+        docs.DocsError,
         GcloudMissingError,
         topology.TopologyError,
         BrokerError,
@@ -97,6 +99,10 @@ def _openapi(args: argparse.Namespace, functions: list[Function]) -> int:
     return openapi.write(functions, args.out, args.server_url)
 
 
+def _docs(args: argparse.Namespace, functions: list[Function]) -> int:
+    return docs.write(args.check)
+
+
 def _selected(functions: list[Function], only: list[str] | None) -> list[Function]:
     if not only:
         return functions
@@ -146,6 +152,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = command("openapi", _openapi, "write one OpenAPI 3.1 document per function")
     openapi.add_arguments(sub)
+    sub = command("docs", _docs, "write the generated tables of docs/ (event types, settings)")
+    sub.add_argument("--check", action="store_true", help="change nothing; fail if out of date")
     return parser
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from concurrent import futures
 from types import TracebackType
 
@@ -39,6 +40,7 @@ class SecretManagerFake:
         self.project = project
         self.address = ""
         self.corrupt_crc = False  # True: answer with a wrong data_crc32c
+        self.delay = 0.0  # seconds each access takes: a slow Secret Manager
         self.calls: list[str] = []
         self._versions: dict[tuple[str, str], dict[int, bytes]] = {}
         self._failures: dict[tuple[str, str] | None, tuple[grpc.StatusCode, str]] = {}
@@ -113,9 +115,11 @@ class SecretManagerFake:
     def _access(
         self, request: AccessSecretVersionRequest, context: grpc.ServicerContext
     ) -> AccessSecretVersionResponse:
+        with self._lock:
+            self.calls.append(request.name)
+        time.sleep(self.delay)
         try:
             with self._lock:
-                self.calls.append(request.name)
                 return self._lookup(request.name)
         except _Abort as abort:
             context.abort(abort.code, abort.details)
