@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +89,16 @@ def _marked(name: str) -> re.Pattern[str]:
     )
 
 
+def _fill(match: re.Match[str], body: str) -> str:
+    return f"{match[1]}{body}\n{match[3]}"
+
+
 def render(page: str, docs: Path = DOCS) -> str:
     """The page with its generated tables up to date."""
     text = (docs / page).read_text()
     for name, (where, table) in SECTIONS.items():
         if where == page:
-            body = table()
-            text, found = _marked(name).subn(lambda m: f"{m[1]}{body}\n{m[3]}", text)
+            text, found = _marked(name).subn(partial(_fill, body=table()), text)
             if not found:
                 raise DocsError(f"docs/{page} has no <!-- generated: {name} --> section")
     return text
