@@ -24,13 +24,13 @@ from typing import Any
 from deploy import REPO
 from deploy.manifest import MANIFEST, Function, ManifestError, load_manifest
 from shared.auth import GRAFANA_TIMESTAMP_HEADER, QUERY_PARAMETER
+from shared.problems import MEDIA_TYPE, PROBLEM_TYPE_BASE
 from shared.schemas import Event
 from shared.vocabulary import AUTH_MODES, IDEMPOTENCY_KEY_PATTERN, AuthMode
 
 OUT = REPO / "build" / "openapi"
 # Cloud Run's deterministic URL; the project number is not in the manifest, so it is a variable.
 DEFAULT_SERVER = "https://{service}-{project_number}.{region}.run.app"
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def _problem_schemas() -> dict[str, Any]:
         "description": "RFC 9457 problem details.",
         "required": ["type", "title", "status"],
         "properties": {
-            "type": {"type": "string", "pattern": "^urn:event-relay:problem:[a-z-]+$"},
+            "type": {"type": "string", "pattern": f"^{PROBLEM_TYPE_BASE}[a-z-]+$"},
             "title": {"type": "string"},
             "status": {"type": "integer", "minimum": 400, "maximum": 599},
             "detail": {"type": "string"},
@@ -161,7 +161,7 @@ def _problem_schemas() -> dict[str, Any]:
 def _problem(description: str, schema: str = "Problem", **headers: str) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
-        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        "content": {MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
     }
     if headers:
         response["headers"] = {
