@@ -211,6 +211,11 @@ class Settings(BaseModel):
         description="`1` publishes resolved alerts too, under `<routing key>.resolved`; "
         "unset, they are skipped (and still answered 202).",
     )
+    sender_forward_tests: Switch = Field(
+        False,
+        description="`1` publishes senders' test notifications under `<routing key>.test`, "
+        "to see the wiring work end to end; unset, they are skipped (and still answered 202).",
+    )
 
     # --- secrets -----------------------------------------------------------------------
     secrets_cache_seconds: float = Field(

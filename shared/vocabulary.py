@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Final, Literal, get_args
 
 AuthMode = Literal["bearer", "basic", "query-token", "standard-webhooks", "grafana-hmac"]
 AUTH_MODES: tuple[AuthMode, ...] = get_args(AuthMode)
@@ -14,8 +14,10 @@ CANONICAL: Literal["canonical"] = (
     "canonical"  # the format of a plain POST <url>: the event type's own schema
 )
 
-# Suffix of the routing key, queue and event type of a forwarded resolved alert.
-RESOLVED = "resolved"
+# Suffixes of the routing key, queue and event type of a forwarded resolved alert and of a
+# forwarded test notification.
+RESOLVED: Final = "resolved"
+TEST: Final = "test"
 
 # Ids that become the AMQP message_id: printable ASCII, at most 255 bytes on the wire.
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"  # a caller's Idempotency-Key header
