@@ -1,5 +1,6 @@
 """Datadog's webhook integration. Its default payload carries no host: users paste the template
-in the README ("Senders"), a superset of the default payload, whose keys these defaults read.
+in docs/senders.md, a superset of the default payload, whose keys these defaults read, and the
+keys other widely used templates give the same variables.
 
 https://docs.datadoghq.com/integrations/webhooks/
 """
@@ -8,15 +9,30 @@ from __future__ import annotations
 
 from shared.adapters.format import SenderFormat
 
+# The keys templates give $HOSTNAME, then those given $ALERT_SCOPE and $TAGS ("host:NAME,...").
+TAG_LISTS = ("alert_scope", "scope", "tags")
+# The keys templates give $EVENT_TITLE or $ALERT_TITLE, then $EVENT_MSG or $TEXT_ONLY_MSG.
+TITLES = ("title", "alert_title", "event_title")
+MESSAGES = ("body", "text_only_msg", "event_msg")
+
 DATADOG = SenderFormat(
     name="datadog",
     title="Datadog",
     base={
-        "hostname": ["hostname", "scope | tag(host)", "tags | tag(host)"],
-        "severity": ["alert_priority | severity", "alert_type | severity"],
+        "hostname": [
+            "hostname",
+            "host_name",
+            "host",
+            *(f"{key} | tag(host)" for key in TAG_LISTS),
+        ],
+        "severity": [
+            "alert_priority | severity",
+            "priority | severity",
+            "alert_type | severity",
+        ],
         "source": "=datadog",
-        "detected_at": ["date | time", "last_updated | time"],
-        "summary": ["title | clean | truncate(1000)", "body | clean | truncate(1000)"],
+        "detected_at": ["date | time", "last_updated | time", "date_posix | time"],
+        "summary": [f"{key} | clean | truncate(1000)" for key in (*TITLES, *MESSAGES)],
         "details": {
             "event_id": "id | text",
             "alert_id": "alert_id | text",
@@ -24,16 +40,22 @@ DATADOG = SenderFormat(
             "alert_type": "alert_type",
             "alert_transition": "alert_transition",
             "priority": ["alert_priority", "priority"],
-            "scope": "scope",
+            "scope": ["scope", "alert_scope"],
             "tags": "tags",
             "link": "link",
             "org": "org",
         },
     },
-    by_name=("{field}", "scope | tag({field})", "tags | tag({field})"),
-    identity=("id", "alert_transition"),
+    by_name=("{field}", *(f"{key} | tag({{field}})" for key in TAG_LISTS)),
+    identity=(["id", "event_id"], "alert_transition"),
     status=["alert_transition | lower", "alert_type | lower"],
     resolved=frozenset({"recovered", "success"}),
+    # A monitor's "Test Notifications" button puts "[TEST]" before the title and "Test
+    # notification triggered by <user>" in the message (docs.datadoghq.com/monitors/notify/).
+    tests=(
+        *({key: r"\s*\[TEST\].*"} for key in TITLES),
+        *({key: r".*Test notification triggered by .*"} for key in MESSAGES),
+    ),
     # $ALERT_TYPE: error is the Alert state; $ALERT_PRIORITY: P1 (highest) to P5.
     severities={
         "success": "info",

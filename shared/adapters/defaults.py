@@ -6,6 +6,7 @@ the sender keeps such values (`SenderFormat.by_name`), converted to the field's 
 
 from __future__ import annotations
 
+from shared.adapters.datadog import MESSAGES, TITLES
 from shared.adapters.format import Spec
 
 Mappings = dict[str, dict[str, Spec]]  # sender → field → expression
@@ -45,7 +46,7 @@ DEFAULTS: dict[str, Mappings] = {
     "vm_isolate": {
         "alertmanager": {"reason": list(_REASON)},
         "grafana": {"reason": list(_REASON)},
-        "datadog": {"reason": [f"reason | {TEXT}", f"title | {TEXT}", f"body | {TEXT}"]},
+        "datadog": {"reason": [f"{key} | {TEXT}" for key in ("reason", *TITLES, *MESSAGES)]},
         "cloud-monitoring": {
             "reason": [
                 f"incident.policy_user_labels.reason | {TEXT}",

@@ -1,5 +1,6 @@
-"""What a sender format is, as data: where its alerts are, how it says "resolved", how its
-fields fill an event's fields by default, and its severity words."""
+"""What a sender format is, as data: where its alerts are, how it says "resolved", what its test
+notifications look like, how its fields fill an event's fields by default, and its severity
+words."""
 
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ class SenderFormat:
     batch: str | None = None  # the key of the list of alerts, when a request carries several
     status: Spec | None = None  # the alert's state
     resolved: frozenset[str] = frozenset()  # states (lower case) that mean "resolved"
+    # What its test notifications carry: {path: pattern}s (shared.adapters.signatures); any match
+    tests: tuple[Mapping[str, str], ...] = ()
     severities: Mapping[str, str] = field(default_factory=dict)
 
     def severity_words(self) -> dict[str, str]:

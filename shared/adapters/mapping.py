@@ -4,24 +4,26 @@ A mapping is a JSON object, one entry per event field. Each value is an expressi
 
     "alerts[].labels.instance | strip_port"        a dotted path, then transforms
     ["alerts[].labels.hostname", "alerts[].labels.instance | strip_port"]
-                                                     alternatives: the first with a value wins
+                                                     alternatives: the first usable value wins
     "=grafana"                                      a literal (everything after "=")
     {"labels": "alerts[].labels", "url": "externalURL"}
                                                      an object built from expressions (details)
 
 Paths: `name.name`; `name[N]` picks item N of a list; `alerts[]` is the alert being adapted in
 a batch; `result."a.b"` quotes a key holding dots. A path that is absent, null or "" has no value; a
-transform that cannot apply (an unknown severity word, the zero time) gives no value either,
-so the next alternative is tried. A transform that fails on a sender's value (raises ValueError,
-OverflowError or OSError) leaves the value as it was, like a conversion that cannot convert, so
-the schema refuses it (a 422) rather than the request failing. Transforms are listed in
-`shared.adapters.transforms`.
+transform that cannot apply (an unknown severity word, the zero time) gives no value either.
+A value the field cannot take (the `check` given to `evaluate`: not a host name, not a number...)
+is unusable. Either way the next alternative is tried; when none is usable, `Found` lists every
+place looked in and why each value found was refused, so the 422 can say so without inventing a
+value. A transform that fails on a sender's value (raises ValueError, OverflowError or OSError)
+leaves the value as it was, like a conversion that cannot convert, so the check refuses it rather
+than the request failing. Transforms are listed in `shared.adapters.transforms`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,12 +103,27 @@ class Alternative:
 
 
 @dataclass(frozen=True)
+class Unusable:
+    """A value an alternative found that the field cannot take, and the schema's reason."""
+
+    alternative: Alternative
+    type: str  # the schema's error type: value_error, int_type...
+    detail: str  # its message, which never repeats the value
+
+
+# Whether a value can be the field: None if it can, else (error type, message).
+Check = Callable[[Any], tuple[str, str] | None]
+
+
+@dataclass(frozen=True)
 class Found:
-    """A field's value and where it came from, or (value None) every place looked in."""
+    """A field's value and where it came from, or (value None) every place looked in and the
+    values found there that the field could not take."""
 
     value: Any
     source: Alternative | None
     tried: tuple[Alternative, ...]
+    unusable: tuple[Unusable, ...] = ()
 
 
 Expression = tuple[Alternative, ...] | dict[str, "Expression"]
@@ -147,9 +164,14 @@ def parse_path(text: str, *, where: str) -> Path:
 
 
 def evaluate(
-    expression: Expression, document: Any, current: int | None, severities: Mapping[str, str]
+    expression: Expression,
+    document: Any,
+    current: int | None,
+    severities: Mapping[str, str],
+    check: Check | None = None,
 ) -> Found:
-    """The value of `expression` in `document`, for the alert at index `current`."""
+    """The first value of `expression` in `document` that passes `check`, for the alert at
+    index `current`. An object's parts are not checked: the schema validates the whole."""
     if isinstance(expression, dict):
         built = {}
         for key, part in expression.items():
@@ -157,11 +179,16 @@ def evaluate(
             if found.value is not None:
                 built[key] = found.value
         return Found(built or None, None, ())
+    unusable: list[Unusable] = []
     for alternative in expression:
         value = alternative.value(document, current, severities)
-        if value is not None:
+        if value is None:
+            continue
+        refused = None if check is None else check(value)
+        if refused is None:
             return Found(value, alternative, expression)
-    return Found(None, None, expression)
+        unusable.append(Unusable(alternative, *refused))
+    return Found(None, None, expression, tuple(unusable))
 
 
 def uses_current(expression: Expression) -> bool:

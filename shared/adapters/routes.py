@@ -1,6 +1,7 @@
 """Which payload format serves which path of a function, as its settings say (shared.config):
 SENDERS (the sender paths served), SENDER_DEFAULT (the format of a plain POST <url>),
-SENDER_MAPPINGS (merged over the default mappings) and SENDER_FORWARD_RESOLVED."""
+SENDER_MAPPINGS (merged over the default mappings), SENDER_FORWARD_RESOLVED and
+SENDER_FORWARD_TESTS."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def routes_for(model: type[Event], settings: Settings) -> Routes:
             model,
             settings.sender_mappings.get(name),
             forward_resolved=settings.sender_forward_resolved,
+            forward_tests=settings.sender_forward_tests,
         )
         for name, sender in SENDER_FORMATS.items()
         if settings.senders is None or name in settings.senders or name == settings.sender_default

@@ -11,7 +11,9 @@ SPLUNK = SenderFormat(
     name="splunk",
     title="Splunk",
     base={
-        "hostname": ["result.hostname | first", "result.host | first"],
+        # A field the search names `hostname`, the event's own `host`, then the Common
+        # Information Model's target and origin of a network event, `dest` and `src`.
+        "hostname": [f"result.{name} | first" for name in ("hostname", "host", "dest", "src")],
         "severity": ["result.severity | first | severity", "result.urgency | first | severity"],
         "source": "=splunk",
         "detected_at": "result._time | first | time",
@@ -27,6 +29,9 @@ SPLUNK = SenderFormat(
     by_name=("result.{field} | first",),
     # One search run may notify once per result row: the row is part of the identity.
     identity=("sid", "result"),
+    # Splunk has no test button for its webhook action: an alert named TestAlert, the name of
+    # Grafana's and Alertmanager's test alerts, is a test (docs/senders.md).
+    tests=({"search_name": "TestAlert"},),
     # Splunk's numeric alert severities: 1 debug ... 6 fatal.
     severities={
         "1": "info",

@@ -16,7 +16,7 @@ came from.
     clean        CRLF → LF, other control characters removed, trimmed
     truncate(n)  at most n characters
     time         RFC 3339 (nanoseconds allowed) or Unix seconds/milliseconds → RFC 3339; the
-                 zero time 0001-01-01 has no value
+                 zero time 0001-01-01 and Unix time 0 have no value
     severity     the sender's severity word → info, warning or critical; unknown: no value
 """
 
@@ -109,6 +109,8 @@ def _time(value: Any, _: Mapping[str, str]) -> Any:
         fraction = f".{fraction[:6]}" if fraction else ""
         return f"{moment.replace(' ', 'T')}{fraction}{'Z' if zone in 'Zz' else zone}"
     number = _number(float, value, {})
+    if number == 0 and not isinstance(number, bool):
+        return None  # Unix time 0: "not set" (Cloud Monitoring's test incident)
     if isinstance(number, int | float) and not isinstance(number, bool) and number > 0:
         try:
             seconds = number / 1000 if number > _MILLISECONDS_AFTER else number

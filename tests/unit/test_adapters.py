@@ -59,7 +59,7 @@ def test_alertmanager_gives_one_event_per_firing_alert_and_skips_resolved() -> N
     candidates, skipped = a.candidates(sample("alertmanager"))
 
     assert [c.pointer for c in candidates] == ["/alerts/0", "/alerts/1"]
-    assert skipped == ["/alerts/2"]
+    assert skipped == [{"pointer": "/alerts/2", "reason": "resolved"}]
     first, second = (a.validate(c) for c in candidates)
     assert isinstance(first, VmIsolate)
     assert isinstance(second, VmIsolate)
@@ -101,7 +101,8 @@ def test_datadog_default_payload_is_refused_saying_where_a_host_was_looked_for()
     assert error == {
         "pointer": "",
         "type": "missing",
-        "detail": "hostname: looked for hostname, scope | tag(host), tags | tag(host)",
+        "detail": "hostname: looked for hostname, host_name, host, alert_scope | tag(host), "
+        "scope | tag(host), tags | tag(host); none held a usable value",
     }
 
 
@@ -128,7 +129,7 @@ def test_datadog_recovery_is_skipped() -> None:
 
     candidates, skipped = adapter("vm_isolate", "datadog").candidates(payload)
 
-    assert (candidates, skipped) == ([], [""])
+    assert (candidates, skipped) == ([], [{"pointer": "", "reason": "resolved"}])
 
 
 def test_cloud_monitoring_incident() -> None:
@@ -155,7 +156,10 @@ def test_cloud_monitoring_closed_incident_is_skipped() -> None:
     payload = copy.deepcopy(sample("cloud_monitoring"))
     payload["incident"]["state"] = "closed"
 
-    assert adapter("vm_isolate", "cloud-monitoring").candidates(payload) == ([], [""])
+    assert adapter("vm_isolate", "cloud-monitoring").candidates(payload) == (
+        [],
+        [{"pointer": "", "reason": "resolved"}],
+    )
 
 
 def test_splunk_result_row_fills_login_bruteforce() -> None:
@@ -214,7 +218,7 @@ def test_a_resolved_alert_gets_an_id_of_its_own_when_forwarded() -> None:
     ).candidates(sample("alertmanager"))
 
     assert skipped == []
-    assert [c.resolved for c in forwarded] == [False, False, True]
+    assert [c.kind for c in forwarded] == ["alert", "alert", "resolved"]
     assert forwarded[2].event_id != firing[2].event_id
 
 
@@ -235,14 +239,18 @@ def test_a_missing_host_names_every_place_looked_in() -> None:
             "pointer": "/alerts/0",
             "type": "missing",
             "detail": "hostname: looked for alerts[0].labels.hostname, "
-            "alerts[0].labels.instance | strip_port, alerts[0].labels.host",
+            "alerts[0].labels.host | strip_port, alerts[0].labels.nodename, "
+            "alerts[0].labels.instance | strip_port, alerts[0].annotations.hostname, "
+            "alerts[0].annotations.host | strip_port, alerts[0].annotations.nodename, "
+            "alerts[0].annotations.instance | strip_port; none held a usable value",
         }
     ]
 
 
-def test_an_invalid_value_points_at_the_sender_field_it_came_from() -> None:
+def test_an_unusable_value_points_at_the_sender_field_it_came_from() -> None:
     payload = sample("alertmanager")
     payload["alerts"][1]["labels"]["hostname"] = "db 07!"
+    del payload["alerts"][1]["labels"]["instance"]
 
     [error] = errors(
         adapter("vm_isolate", "alertmanager"), {**payload, "alerts": payload["alerts"][1:2]}
@@ -250,7 +258,10 @@ def test_an_invalid_value_points_at_the_sender_field_it_came_from() -> None:
 
     assert error["pointer"] == "/alerts/0/labels/hostname"
     assert error["type"] == "value_error"
-    assert error["detail"].startswith("hostname (from alerts[0].labels.hostname): ")
+    assert error["detail"].startswith(
+        "hostname: looked for alerts[0].labels.hostname (Value error, must be a DNS host name"
+    )
+    assert error["detail"].endswith("; none held a usable value")
     assert "db 07!" not in json.dumps(error)  # never echo the input
 
 
@@ -270,8 +281,13 @@ def test_an_unconvertible_number_is_refused_naming_its_field() -> None:
 
     [error] = errors(adapter("disk_space_low", "alertmanager"), payload)
 
-    assert error["type"] == "int_type"
-    assert error["detail"].startswith("free_bytes (from alerts[0].annotations.free_bytes | int)")
+    assert error == {
+        "pointer": "/alerts/0/annotations/free_bytes",
+        "type": "int_type",
+        "detail": "free_bytes: looked for alerts[0].labels.free_bytes | int, "
+        "alerts[0].annotations.free_bytes | int (Input should be a valid integer); "
+        "none held a usable value",
+    }
 
 
 def test_a_field_without_mapping_is_looked_for_under_its_own_name() -> None:
@@ -341,6 +357,7 @@ def test_group_fields_are_reachable_from_each_alert() -> None:
         ({"SENDER_DEFAULT": "zabbix"}, "SENDER_DEFAULT: unknown sender"),
         ({"SENDERS": "alertmanager,zabbix"}, "SENDERS: unknown sender"),
         ({"SENDER_FORWARD_RESOLVED": "yes"}, "SENDER_FORWARD_RESOLVED"),
+        ({"SENDER_FORWARD_TESTS": "true"}, "SENDER_FORWARD_TESTS: must be 1 or 0"),
     ],
 )
 def test_bad_settings_stop_the_start(env: dict[str, str], message: str) -> None:

@@ -19,7 +19,7 @@ from shared.envelope import Message
 from shared.errors import PublishTimeoutError
 from shared.pipeline import Relay
 from shared.publisher import Publisher
-from shared.schemas import VmIsolate
+from shared.schemas import DiskSpaceLow, Event, VmIsolate
 
 SENDERS = Path(__file__).parent.parent / "events" / "senders"
 CANONICAL = json.loads((Path(__file__).parent.parent / "events" / "vm_isolate.json").read_text())
@@ -49,13 +49,17 @@ class _Open:
         return None
 
 
-def client(publisher: FakePublisher, **env: str) -> TestClient:
+MODELS: dict[str, type[Event]] = {"vm_isolate": VmIsolate, "disk_space_low": DiskSpaceLow}
+
+
+def client(publisher: FakePublisher, event_type: str = "vm_isolate", **env: str) -> TestClient:
+    model = MODELS[event_type]
     relay = Relay(
-        VmIsolate,
+        model,
         authenticator=_Open(),
         publisher=cast(Publisher, publisher),
         max_body_bytes=256 * 1024,
-        routes=routes_for(VmIsolate, Settings.from_env(env)),
+        routes=routes_for(model, Settings.from_env(env)),
     )
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,7 +77,7 @@ def test_a_batch_is_one_message_per_firing_alert_published_together() -> None:
     assert response.status_code == 202
     answer = response.json()
     assert answer["routing_key"] == "vm.isolate"
-    assert answer["skipped"] == ["/alerts/2"]
+    assert answer["skipped"] == [{"pointer": "/alerts/2", "reason": "resolved"}]
     assert answer["refused"] == []
     assert [m.id for m in publisher.published] == answer["ids"]
     assert len(set(answer["ids"])) == 2
@@ -123,6 +127,7 @@ def test_a_batch_with_no_valid_alert_is_a_422_naming_each_alert() -> None:
     payload = json.loads(json.dumps(BATCH))
     for alert in payload["alerts"]:
         alert["labels"]["hostname"] = "not a host!"
+        del alert["labels"]["instance"]
     publisher = FakePublisher()
 
     response = client(publisher).post("/alertmanager", json=payload)
@@ -218,7 +223,7 @@ def test_a_sender_request_logs_one_line_with_its_ids(caplog: pytest.LogCaptureFi
     extra = record.__dict__
     assert extra["sender"] == "alertmanager"
     assert extra["event_ids"] == answer["ids"]
-    assert extra["skipped"] == ["/alerts/2"]
+    assert extra["skipped"] == [{"pointer": "/alerts/2", "reason": "resolved"}]
     assert extra["refused"] == []
     assert extra["status"] == 202
 

@@ -81,6 +81,8 @@ def test_paths_alternatives_and_objects(spec: Any, current: int | None, expected
         ("time", "2026-11-25T07:30:00.123456789Z", "2026-11-25T07:30:00.123456Z"),
         ("time", "2026-11-25T08:30:00.000+01:00", "2026-11-25T08:30:00.000+01:00"),
         ("time", "0001-01-01T00:00:00Z", None),
+        ("time", 0, None),  # Unix time 0: not set
+        ("time", "0", None),
         ("time", 1795591800, "2026-11-25T07:30:00Z"),
         ("time", "1795591800000", "2026-11-25T07:30:00Z"),
         ("time", "yesterday", "yesterday"),
