@@ -38,7 +38,7 @@ from shared.request_body import (
     validate_event,
 )
 from shared.schemas import Event
-from shared.vocabulary import IDEMPOTENCY_KEY_PATTERN, RESOLVED
+from shared.vocabulary import IDEMPOTENCY_KEY_PATTERN
 
 log = logging.getLogger("event_relay.request")
 
@@ -143,7 +143,7 @@ class Relay:
             if isinstance(outcome, Refusal):
                 refused.append(outcome)
                 continue
-            suffix = f".{RESOLVED}" if candidate.resolved else ""
+            suffix = candidate.suffix  # "", ".resolved" or ".test": never read as a new order
             messages.append(
                 build_message(
                     outcome,
