@@ -8,9 +8,12 @@ from __future__ import annotations
 import logging
 import sys
 from contextvars import ContextVar
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from pythonjsonlogger.json import JsonFormatter
+
+if TYPE_CHECKING:  # only a type: the adapters' import stays out of the logs' start
+    from shared.adapters import Skip
 
 LOGGER_NAME = "event_relay"
 TRACE_FIELD = "logging.googleapis.com/trace"
@@ -33,7 +36,7 @@ class RequestRecord(TypedDict, total=False):
     sender: str  # a sender path's: its name, every message id, the alerts refused and skipped
     event_ids: list[str]
     refused: list[str]
-    skipped: list[str]
+    skipped: list[Skip]  # {"pointer": "/alerts/2", "reason": "resolved" | "test-notification"}
 
 
 class _TraceFilter(logging.Filter):
