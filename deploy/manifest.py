@@ -111,6 +111,7 @@ class Senders(_Model):
     paths: list[SenderName] | None = None  # POST <url>/<sender>; default: every sender
     default: Literal["canonical"] | SenderName = CANONICAL  # the format of a plain POST <url>
     forward_resolved: bool = False  # publish resolved alerts under <routing_key>.resolved
+    forward_tests: bool = False  # publish test notifications under <routing_key>.test
     mappings: dict[SenderName, dict[str, Any]] = {}  # {sender: {field: expression}}
 
     @model_validator(mode="after")
@@ -195,6 +196,7 @@ class Function(Entry):
             "senders": senders.paths,
             "sender_default": senders.default,
             "sender_forward_resolved": senders.forward_resolved,
+            "sender_forward_tests": senders.forward_tests,
             "sender_mappings": senders.mappings,
             "google_cloud_project": self.project,
         }

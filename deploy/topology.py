@@ -19,7 +19,7 @@ from pika.exceptions import AMQPConnectionError, ChannelClosedByBroker
 from deploy.manifest import Function
 from shared.broker_params import connection_parameters
 from shared.config import settings
-from shared.vocabulary import RESOLVED
+from shared.vocabulary import RESOLVED, TEST
 
 QueueType = Literal["quorum", "classic"]
 Method = Literal["exchange.declare", "queue.declare", "queue.bind"]
@@ -71,10 +71,16 @@ def plan(functions: Iterable[Function], queue_type: QueueType = "quorum") -> lis
         arguments = {"x-queue-type": queue_type, "x-dead-letter-exchange": dlx}
         queues.append(Step("queue.declare", fn.queue, arguments=arguments))
         binds.append(Step("queue.bind", fn.queue, exchange=fn.exchange, routing_key=fn.routing_key))
-        if fn.senders.forward_resolved:  # a queue of their own: never read as a new order
-            resolved, key = f"{fn.queue}.{RESOLVED}", f"{fn.routing_key}.{RESOLVED}"
-            queues.append(Step("queue.declare", resolved, arguments=arguments))
-            binds.append(Step("queue.bind", resolved, exchange=fn.exchange, routing_key=key))
+        # Forwarded resolved alerts and test notifications: queues of their own, never read
+        # as a new order.
+        for suffix, forwarded in (
+            (RESOLVED, fn.senders.forward_resolved),
+            (TEST, fn.senders.forward_tests),
+        ):
+            if forwarded:
+                queue, key = f"{fn.queue}.{suffix}", f"{fn.routing_key}.{suffix}"
+                queues.append(Step("queue.declare", queue, arguments=arguments))
+                binds.append(Step("queue.bind", queue, exchange=fn.exchange, routing_key=key))
     return exchanges + queues + binds
 
 

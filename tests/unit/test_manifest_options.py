@@ -1,5 +1,5 @@
-"""Manifest options: `senders` becomes the SENDER_* settings (and, when resolved alerts are
-forwarded, a queue of their own); `cpu` takes only what Cloud Run offers."""
+"""Manifest options: `senders` becomes the SENDER_* settings (and, when resolved alerts or test
+notifications are forwarded, queues of their own); `cpu` takes only what Cloud Run offers."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ SENDERS = """    senders:
       paths: [alertmanager, splunk]
       default: alertmanager
       forward_resolved: true
+      forward_tests: true
       mappings:
         alertmanager: {reason: "alerts[].annotations.description", vm_id: null}
 """
@@ -51,6 +52,7 @@ def test_senders_become_the_sender_settings(tmp_path: Path) -> None:
     assert env["SENDERS"] == "alertmanager,splunk"
     assert env["SENDER_DEFAULT"] == "alertmanager"
     assert env["SENDER_FORWARD_RESOLVED"] == "1"
+    assert env["SENDER_FORWARD_TESTS"] == "1"
     assert env["SENDER_MAPPINGS"] == (
         '{"alertmanager":{"reason":"alerts[].annotations.description","vm_id":null}}'
     )
@@ -62,13 +64,23 @@ def test_default_senders_set_nothing(tmp_path: Path) -> None:
     assert not [name for name in runtime_env(fn) if name.startswith("SENDER")]
 
 
-def test_forwarded_resolved_alerts_get_their_own_queue(tmp_path: Path) -> None:
+def test_forwarded_resolved_alerts_and_tests_get_their_own_queues(tmp_path: Path) -> None:
     [fn] = load(tmp_path, SENDERS)
 
     binds = {(s.name, s.routing_key) for s in plan([fn]) if s.method == "queue.bind"}
 
     assert ("event-relay.vm_isolate", "vm.isolate") in binds
     assert ("event-relay.vm_isolate.resolved", "vm.isolate.resolved") in binds
+    assert ("event-relay.vm_isolate.test", "vm.isolate.test") in binds
+
+
+def test_unforwarded_tests_get_no_queue(tmp_path: Path) -> None:
+    [fn] = load(tmp_path, SENDERS.replace("      forward_tests: true\n", ""))
+
+    queues = {s.name for s in plan([fn]) if s.method == "queue.declare"}
+
+    assert "event-relay.vm_isolate.resolved" in queues
+    assert "event-relay.vm_isolate.test" not in queues
 
 
 @pytest.mark.parametrize(
