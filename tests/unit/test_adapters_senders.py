@@ -3,6 +3,7 @@ with no usable host is a 422 naming every place looked in, and test notification
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def sample(name: str, **changes: Any) -> dict[str, Any]:
         if value is DELETE:
             del node[last]
         else:
-            node[last] = value
+            node[last] = copy.deepcopy(value)  # later changes must not reach the caller's
     if isinstance(document.get("alerts"), list):
         document["alerts"] = document["alerts"][:1]
     return document
