@@ -19,7 +19,7 @@ from shared.envelope import Message
 from shared.errors import PublishTimeoutError
 from shared.pipeline import Relay
 from shared.publisher import Publisher
-from shared.schemas import DiskSpaceLow, Event, VmIsolate
+from shared.schemas import EVENT_TYPES
 
 SENDERS = Path(__file__).parent.parent / "events" / "senders"
 CANONICAL = json.loads((Path(__file__).parent.parent / "events" / "vm_isolate.json").read_text())
@@ -49,11 +49,8 @@ class _Open:
         return None
 
 
-MODELS: dict[str, type[Event]] = {"vm_isolate": VmIsolate, "disk_space_low": DiskSpaceLow}
-
-
 def client(publisher: FakePublisher, event_type: str = "vm_isolate", **env: str) -> TestClient:
-    model = MODELS[event_type]
+    model = EVENT_TYPES[event_type]
     relay = Relay(
         model,
         authenticator=_Open(),
