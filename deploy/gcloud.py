@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from deploy.manifest import Function, secret_mount_path
+from deploy.manifest import Deployable, Drain, secret_mount_path
 
 DELIMITERS = ("@", "|", ";", "#", "~", "!", "%", "+")
 NO_GCLOUD = (
@@ -21,7 +21,7 @@ class GcloudMissingError(RuntimeError):
     """The gcloud CLI cannot be found."""
 
 
-def runtime_env(fn: Function) -> dict[str, str]:
+def runtime_env(fn: Deployable) -> dict[str, str]:
     """The plain env vars a deployed function gets (--set-env-vars)."""
     env = {"FUNCTION_USE_ASGI": "1", "WORKERS": str(fn.workers), **fn.settings_env()}
     for name, ref in fn.secrets.items():
@@ -35,7 +35,7 @@ def runtime_env(fn: Function) -> dict[str, str]:
     return env
 
 
-def platform_secrets(fn: Function) -> list[str]:
+def platform_secrets(fn: Deployable) -> list[str]:
     """--set-secrets items: env vars and mounted files the platform fills from Secret Manager."""
     items = []
     for name, ref in fn.secrets.items():
@@ -59,7 +59,21 @@ def gcloud_list(items: Iterable[str]) -> str:
     raise ValueError(f"no delimiter among {DELIMITERS} is free in {items!r}")
 
 
-def deploy_command(fn: Function, source: Path) -> list[str]:
+def trigger(fn: Deployable) -> list[str]:
+    """How a function is called: HTTP for an event function, the spool's topic for the drain
+    (Eventarc, retried with back-off until it answers 2xx)."""
+    if not isinstance(fn, Drain):
+        return ["--trigger-http"]
+    assert fn.spool_topic is not None
+    invoker = fn.trigger_service_account or fn.service_account
+    return [
+        f"--trigger-topic={fn.spool_topic.rsplit('/', 1)[1]}",
+        "--retry",
+        f"--trigger-service-account={invoker}",
+    ]
+
+
+def deploy_command(fn: Deployable, source: Path) -> list[str]:
     """The argv of `gcloud functions deploy` for fn, uploading the staged folder `source`."""
     env = runtime_env(fn)
     secrets = platform_secrets(fn)
@@ -69,7 +83,7 @@ def deploy_command(fn: Function, source: Path) -> list[str]:
         f"--region={fn.region}",
         f"--source={source}",
         f"--entry-point={fn.entry_point}",
-        "--trigger-http",
+        *trigger(fn),
         f"--set-env-vars={gcloud_list(f'{k}={v}' for k, v in env.items())}",
         # --clear-*: a deploy states the whole configuration; an omitted flag would keep
         # whatever an earlier deploy set.

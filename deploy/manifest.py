@@ -8,6 +8,7 @@ name the file, the entry and the field: `deploy/functions.yaml: functions.vm_iso
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,11 +29,13 @@ from shared.adapters.mapping import parse_expression
 from shared.config import LOCAL_ONLY, SECRET_SETTINGS, Settings, settings_env
 from shared.errors import ConfigError
 from shared.schemas import EVENT_TYPES, Event
-from shared.vocabulary import CANONICAL, AuthMode, SenderName
+from shared.vocabulary import CANONICAL, DRAIN, AuthMode, SenderName
 
 MANIFEST = REPO / "deploy" / "functions.yaml"
-# Every function reads every secret setting (shared.broker_params, shared.auth).
+# Every event function reads every secret setting (shared.broker_params, shared.auth); the
+# drain only the broker's.
 REQUIRED_SECRETS = tuple(name.upper() for name in SECRET_SETTINGS)
+BROKER_SECRETS = tuple(name for name in REQUIRED_SECRETS if name.startswith("AMQP_"))
 # Env names the manifest's `env` must not set, besides those its blocks set (`auth`, `senders`,
 # `project`) and the local-development switches: functions-framework's and the platform's
 # (FUNCTION_USE_ASGI and WORKERS are deploy's; THREADS is ignored in ASGI mode), and DEBUG,
@@ -72,6 +75,7 @@ Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")]
 QueueName = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,255}$"), AfterValidator(_not_reserved_queue)
 ]
+TopicId = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")]
 Memory = Annotated[str, Field(pattern=r"^[1-9][0-9]*(k|M|G|Ki|Mi|Gi)$")]
 Timeout = Annotated[int, BeforeValidator(_seconds), Field(ge=1, le=3600)]
 Email = Annotated[str, Field(pattern=r"^[a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com$")]
@@ -158,21 +162,22 @@ class Entry(Options):
     queue: QueueName | None = None  # default: <exchange>.<name>
 
 
-class Function(Entry):
-    """An entry with the defaults applied and every derived field filled in. Its name is an
-    event type's (shared.schemas), which gives the model and the routing key."""
+class Spool(_Model):
+    """The spool (docs/guarantees.md): a Pub/Sub topic, and the drain that empties it."""
+
+    topic: TopicId  # in the functions' `project`
+    drain: Options = Options()  # the drain's overrides of the defaults (it has no `auth`)
+    # Whom Eventarc invokes the drain as; default: the drain's own service account.
+    trigger_service_account: Email | None = None
+
+
+class Deployable(Options):
+    """What one `gcloud functions deploy` takes: an entry with the defaults applied."""
 
     name: FunctionName
     entry_point: Identifier
-    queue: QueueName
-
-    @property
-    def model(self) -> type[Event]:
-        return EVENT_TYPES[self.name]
-
-    @property
-    def routing_key(self) -> str:
-        return self.model.routing_key
+    source: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_./-]+$")] = None
+    spool_topic: str | None = None  # the full name of the spool's topic, when there is one
 
     @property
     def exchange(self) -> str:
@@ -187,7 +192,29 @@ class Function(Entry):
         return {**settings_env(**self.block_settings()), **self.env}
 
     def block_settings(self) -> dict[str, Any]:
-        """The settings the manifest's own fields give (`auth`, `senders`, `project`)."""
+        """The settings the manifest's own fields give (`auth`, `senders`, `project`, ...)."""
+        return {"google_cloud_project": self.project}
+
+    def settings(self) -> Settings:
+        """The settings the function starts with, its secrets aside."""
+        return Settings.from_env(self.settings_env())
+
+
+class Function(Deployable):
+    """An event function. Its name is an event type's (shared.schemas), which gives the model
+    and the routing key."""
+
+    queue: QueueName
+
+    @property
+    def model(self) -> type[Event]:
+        return EVENT_TYPES[self.name]
+
+    @property
+    def routing_key(self) -> str:
+        return self.model.routing_key
+
+    def block_settings(self) -> dict[str, Any]:
         auth, senders = self.auth, self.senders
         return {
             "auth_mode": auth and auth.mode,
@@ -198,21 +225,42 @@ class Function(Entry):
             "sender_forward_resolved": senders.forward_resolved,
             "sender_forward_tests": senders.forward_tests,
             "sender_mappings": senders.mappings,
-            "google_cloud_project": self.project,
+            "spool_topic": self.spool_topic,
+            **super().block_settings(),
         }
 
-    def settings(self) -> Settings:
-        """The settings the function starts with, its secrets aside."""
-        return Settings.from_env(self.settings_env())
+
+class Drain(Deployable):
+    """The spool's drain (functions/spool_drain), triggered by its topic."""
+
+    trigger_service_account: Email | None = None
 
 
 class Manifest(_Model):
     defaults: Options = Options()
     functions: Annotated[dict[FunctionName, Entry], Field(min_length=1)]
+    spool: Spool | None = None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Everything the manifest deploys: the event functions, and the drain with the spool."""
+
+    functions: list[Function]
+    drain: Drain | None
+
+    @property
+    def deployables(self) -> list[Deployable]:
+        return [*self.functions, *([self.drain] if self.drain else [])]
 
 
 def load_manifest(path: Path = MANIFEST) -> list[Function]:
-    """The functions of the manifest at `path`, defaults applied; ManifestError if invalid."""
+    """The event functions of the manifest at `path`; ManifestError if it is invalid."""
+    return load_deployment(path).functions
+
+
+def load_deployment(path: Path = MANIFEST) -> Deployment:
+    """What the manifest at `path` deploys, defaults applied; ManifestError if invalid."""
     where = _display(path)
     try:
         raw = _parse(path.read_text())
@@ -224,10 +272,12 @@ def load_manifest(path: Path = MANIFEST) -> list[Function]:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
         raise ManifestError(_describe(where, exc)) from None
+    defaults, spool = manifest.defaults, manifest.spool
+    topic = f"projects/{defaults.project}/topics/{spool.topic}" if spool else None
     functions, problems = [], []
     for name, entry in manifest.functions.items():
         try:
-            functions.append(_resolve(manifest.defaults, name, entry))
+            functions.append(_resolve(defaults, name, entry, topic))
         except ConfigError as exc:
             problems.append(f"{where}: functions.{name}.env: {exc}")
     problems += [
@@ -242,22 +292,57 @@ def load_manifest(path: Path = MANIFEST) -> list[Function]:
                 f"{where}: functions.{fn.name}.queue: {fn.queue!r} is also {queues[fn.queue]}'s"
             )
         queues.setdefault(fn.queue, fn.name)
+    drain = None
+    if spool is not None:
+        try:
+            drain = _resolve_drain(defaults, spool, topic)
+        except ConfigError as exc:
+            problems.append(f"{where}: spool.drain.env: {exc}")
+        else:
+            problems += [f"{where}: spool.{p}" for p in _spool_problems(defaults, drain, functions)]
     if problems:
         raise ManifestError("\n".join(problems))
-    return functions
+    return Deployment(functions, drain)
 
 
-def _resolve(defaults: Options, name: str, entry: Entry) -> Function:
+def _merged(defaults: Options, entry: Options) -> dict[str, Any]:
+    """The defaults under an entry's own fields; `env` and `secrets` merge key by key."""
     merged: dict[str, Any] = {
         **dict(defaults),
         **{field: getattr(entry, field) for field in entry.model_fields_set},
     }
     merged["env"] = {**defaults.env, **entry.env}
     merged["secrets"] = {**defaults.secrets, **entry.secrets}
+    return merged
+
+
+def _resolve(defaults: Options, name: str, entry: Entry, topic: str | None) -> Function:
+    merged = _merged(defaults, entry)
     merged["entry_point"] = entry.entry_point or name
     # ConfigError for a bad env setting: the loader names the entry.
     merged["queue"] = entry.queue or f"{Settings.from_env(merged['env']).amqp_exchange}.{name}"
-    return Function(name=name, **merged)
+    return Function(name=name, spool_topic=topic, **merged)
+
+
+def _resolve_drain(defaults: Options, spool: Spool, topic: str | None) -> Drain:
+    """The drain: the defaults under its own fields, without what only callers need (`auth`
+    and AUTH_SECRETS); reached by Eventarc alone (internal ingress, no unauthenticated calls)."""
+    merged = _merged(defaults, spool.drain)
+    merged.pop("auth")
+    merged.pop("senders")
+    merged["secrets"].pop("AUTH_SECRETS", None)
+    for field, alone in (("ingress", "internal-only"), ("allow_unauthenticated", False)):
+        if field not in spool.drain.model_fields_set:
+            merged[field] = alone
+    drain = Drain(
+        name=DRAIN,
+        entry_point=DRAIN,
+        spool_topic=topic,
+        trigger_service_account=spool.trigger_service_account,
+        **merged,
+    )
+    drain.settings()  # ConfigError for a bad env setting: the loader names the block
+    return drain
 
 
 def _problems(fn: Function) -> list[str]:
@@ -266,9 +351,33 @@ def _problems(fn: Function) -> list[str]:
         declare = f'class ...(Event, event_type="{fn.name}", routing_key="...")'
         missing = f": no event type {fn.name!r}: declare it in shared/schemas.py: {declare}"
         return [missing, *_missing_source(fn)]
+    problems = ["auth: required (here or in defaults)"] if fn.auth is None else []
+    problems += _deployable_problems(fn, REQUIRED_SECRETS)
+    try:  # the checks the function itself makes at start, its secrets aside
+        routes_for(fn.model, fn.settings())
+    except ConfigError as exc:
+        problems.append(f"env or senders: {exc}")
+    return problems + _missing_source(fn)
+
+
+def _spool_problems(defaults: Options, drain: Drain, functions: list[Function]) -> list[str]:
+    problems = [] if defaults.project else ["topic: needs `project` in defaults"]
+    problems += [f"drain.{p}" for p in _deployable_problems(drain, BROKER_SECRETS)]
+    if drain.allow_unauthenticated:
+        problems.append("drain.allow_unauthenticated: only Eventarc may call the drain")
+    problems += [
+        f"drain: publishes to {drain.exchange!r}, but {fn.name} to {fn.exchange!r}"
+        for fn in functions
+        if fn.exchange != drain.exchange
+    ]
+    return problems + _missing_source(drain)
+
+
+def _deployable_problems(fn: Deployable, required_secrets: tuple[str, ...]) -> list[str]:
+    """What every function deployed must hold, the drain included."""
     problems = [
         f"{field}: required (here or in defaults)"
-        for field in ("region", "service_account", "auth")
+        for field in ("region", "service_account")
         if getattr(fn, field) is None
     ]
     if fn.concurrency > 1 and (fn.cpu or 0) < 1:
@@ -277,7 +386,7 @@ def _problems(fn: Function) -> list[str]:
         problems.append("egress: needs a vpc_connector")
     if fn.min_instances > fn.max_instances:
         problems.append(f"min_instances: {fn.min_instances} is above max_instances")
-    problems += [f"secrets.{name}: required" for name in REQUIRED_SECRETS if name not in fn.secrets]
+    problems += [f"secrets.{name}: required" for name in required_secrets if name not in fn.secrets]
     for name, ref in fn.secrets.items():
         if ref.via == "env" and ref.version == "latest":
             problems.append(
@@ -302,14 +411,10 @@ def _problems(fn: Function) -> list[str]:
             problems.append(f"env.{name}: for local development only, never deployed")
         elif secret_setting in fn.secrets or secret_setting in REQUIRED_SECRETS:
             problems.append(f"env.{name}: {secret_setting} is a secret: set it under secrets")
-    try:  # the checks the function itself makes at start, its secrets aside
-        routes_for(fn.model, fn.settings())
-    except ConfigError as exc:
-        problems.append(f"env or senders: {exc}")
-    return problems + _missing_source(fn)
+    return problems
 
 
-def _missing_source(fn: Function) -> list[str]:
+def _missing_source(fn: Deployable) -> list[str]:
     if (fn.source_dir / "main.py").is_file():
         return []
     return [f"source: {_display(fn.source_dir / 'main.py')} does not exist"]

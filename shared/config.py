@@ -217,6 +217,28 @@ class Settings(BaseModel):
         "to see the wiring work end to end; unset, they are skipped (and still answered 202).",
     )
 
+    # --- the spool (shared.spool) -------------------------------------------------------
+    spool_topic: Annotated[str | None, Field(pattern=r"^projects/[^/\s]+/topics/[^/\s]+$")] = Field(
+        None,
+        description="`projects/P/topics/T`: a message the broker cannot confirm is published "
+        "there instead, for the drain to republish; the caller gets its 202 once Pub/Sub "
+        "acknowledged it. Unset: no spool, the caller gets a 503.",
+    )
+    request_timeout: float = Field(
+        8.0,
+        gt=0,
+        le=300,
+        description="With `SPOOL_TOPIC`: seconds a request takes at most, the broker attempt "
+        "(`AMQP_PUBLISH_TIMEOUT` of them) and then the spool included. Keep it under the "
+        "senders' webhook timeouts (about 10 s).",
+    )
+    pubsub_emulator_host: str | None = Field(
+        None,
+        json_schema_extra=_LOCAL_ONLY,
+        description="`host:port` of a Pub/Sub emulator for the spool: **local runs and tests "
+        "only**.",
+    )
+
     # --- secrets -----------------------------------------------------------------------
     secrets_cache_seconds: float = Field(
         300.0,
@@ -242,6 +264,14 @@ class Settings(BaseModel):
         description="Set by Cloud Run (the service's name): the local-development switches "
         "are refused where it is set.",
     )
+
+    @model_validator(mode="after")
+    def _spool_has_time_left(self) -> Settings:
+        if self.spool_topic and self.request_timeout - self.amqp_publish_timeout < 1:
+            raise ConfigError(
+                "REQUEST_TIMEOUT must leave the spool at least 1 s after AMQP_PUBLISH_TIMEOUT"
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_development_switch_on_cloud_run(self) -> Settings:

@@ -1,4 +1,9 @@
-"""Declare an event function: the one call each functions/<event_type>/main.py makes."""
+"""Declare a function: the one call each functions/<name>/main.py makes.
+
+`event_function(Model)` relays one event type's alerts; `drain_function()` republishes what
+the spool holds. Both check their settings at start, so a bad deployment fails at once with one
+line that names the setting, and open the broker connection with the worker's first request.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import NoReturn, cast
+from typing import NoReturn, TypeVar, cast
 
 import functions_framework.aio
 from starlette.requests import Request
@@ -16,7 +21,9 @@ from starlette.responses import Response
 from shared.adapters import routes_for
 from shared.auth import authenticator_for
 from shared.broker_params import check_broker_settings_at_start, connection_parameters
-from shared.config import settings
+from shared.config import Settings, settings
+from shared.delivery import Deliverer
+from shared.drain import Drain
 from shared.errors import RelayError
 from shared.logs import configure_logging
 from shared.pipeline import Relay
@@ -24,18 +31,37 @@ from shared.publisher import Publisher
 from shared.schemas import Event
 from shared.secrets import close_client
 from shared.shutdown import call_on_sigterm
+from shared.spool import Spool
+from shared.vocabulary import DRAIN
 
 HttpFunction = Callable[[Request], Awaitable[Response]]
+Handler = TypeVar("Handler", Relay, Drain)
 
 
 def event_function(model: type[Event]) -> HttpFunction:
-    """The async HTTP function relaying `model` events, named after their event type.
+    """The async HTTP function relaying `model` events, named after their event type."""
 
-    The configuration is checked now, so a bad deployment fails at start with one line that
-    names the setting; the broker connection is opened by the first request, in the worker
-    process, which also arranges for SIGTERM to close it cleanly once the requests in flight
-    are answered.
-    """
+    def relay(config: Settings, publisher: Publisher) -> Relay:
+        spool = None
+        if config.spool_topic:
+            spool = Spool(config.spool_topic, emulator_host=config.pubsub_emulator_host)
+        return Relay(
+            model,
+            authenticator=authenticator_for(config),
+            deliverer=Deliverer(publisher, spool, budget=config.request_timeout),
+            max_body_bytes=config.max_body_bytes,
+            routes=routes_for(model, config),
+        )
+
+    return _serve(model.event_type, relay)
+
+
+def drain_function() -> HttpFunction:
+    """The async function republishing each message Pub/Sub pushes from the spool."""
+    return _serve(DRAIN, lambda _config, publisher: Drain(publisher))
+
+
+def _serve(name: str, build: Callable[[Settings, Publisher], Handler]) -> HttpFunction:
     try:
         config = settings()
         configure_logging(config.log_level, config.google_cloud_project)
@@ -45,15 +71,9 @@ def event_function(model: type[Event]) -> HttpFunction:
             publish_timeout=config.amqp_publish_timeout,
             parameters=partial(connection_parameters, config),
         )
-        relay = Relay(
-            model,
-            authenticator=authenticator_for(config),
-            publisher=publisher,
-            max_body_bytes=config.max_body_bytes,
-            routes=routes_for(model, config),
-        )
+        handler = build(config, publisher)
     except RelayError as error:  # a setting or secret that cannot work
-        refuse_to_start(model.event_type, error)
+        refuse_to_start(name, error)
     finally:
         # The checks may have read secrets from Secret Manager in the gunicorn master: gRPC is
         # not fork-safe, so its channel must be closed before the workers are forked.
@@ -64,10 +84,10 @@ def event_function(model: type[Event]) -> HttpFunction:
         # starts the broker connection, which the checks of the request then overlap.
         call_on_sigterm(asyncio.get_running_loop(), publisher.shut_down)
         publisher.warm_up()
-        return await relay.handle(request)
+        return await handler.handle(request)
 
     # functions-framework finds the target by this name and needs a plain function.
-    function.__name__ = function.__qualname__ = model.event_type
+    function.__name__ = function.__qualname__ = name
     return cast(HttpFunction, functions_framework.aio.http(function))
 
 

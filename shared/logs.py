@@ -37,6 +37,9 @@ class RequestRecord(TypedDict, total=False):
     event_ids: list[str]
     refused: list[str]
     skipped: list[Skip]  # {"pointer": "/alerts/2", "reason": "resolved" | "test-notification"}
+    delivery: str | dict[str, str]  # "confirmed" or "spooled"; on a sender path, per event id
+    spooled_because: str  # the broker's problem when a message went to the spool
+    pubsub_message_id: str  # the drain's: the spooled message's id on Pub/Sub
 
 
 class _TraceFilter(logging.Filter):

@@ -2,12 +2,11 @@
 
 `POST /` takes the canonical schema; `POST /<sender>` a sender's own payload, adapted by
 `shared.adapters` into one event per alert, each validated by the same model. Each request
-writes one log line, built from what the request became (`Delivery`) and how it ended.
+writes one log line, built from what the request became (`Accepted`) and how it ended.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -20,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from shared.adapters import Adapter, Refusal, Routes
 from shared.auth import Authenticator
+from shared.delivery import Deliverer, Outcome
 from shared.envelope import Message, build_message
 from shared.errors import (
     AuthenticationError,
@@ -30,7 +30,6 @@ from shared.errors import (
 )
 from shared.logs import RequestRecord, set_trace
 from shared.problems import internal_error_response, problem_response
-from shared.publisher import Publisher
 from shared.request_body import (
     check_json_content_type,
     parse_json_object,
@@ -48,12 +47,25 @@ _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """What a valid request became: the messages to publish and the answer once confirmed."""
+class Accepted:
+    """What a valid request became: the messages to deliver and the answer once they are."""
 
     messages: list[Message]
     answer: dict[str, Any]
     log_fields: RequestRecord
+
+    def delivered(self, outcomes: list[Outcome]) -> tuple[dict[str, Any], RequestRecord]:
+        """The answer and log fields once delivered, saying how each message is held: one word
+        for the canonical path's one message, a word per id on a sender path."""
+        held: Any = {m.id: o.delivered for m, o in zip(self.messages, outcomes, strict=True)}
+        if "id" in self.answer:
+            [held] = held.values()
+        fields = self.log_fields.copy()
+        fields["delivery"] = held
+        spooled = [o.broker_problem for o in outcomes if o.broker_problem]
+        if spooled:
+            fields["spooled_because"] = spooled[0]
+        return {**self.answer, "delivery": held}, fields
 
 
 class Relay:
@@ -64,33 +76,35 @@ class Relay:
         model: type[Event],
         *,
         authenticator: Authenticator,
-        publisher: Publisher,
+        deliverer: Deliverer,
         max_body_bytes: int,
         routes: Routes,
     ) -> None:
         self.model = model
         self._authenticator = authenticator
-        self._publisher = publisher
+        self._deliverer = deliverer
         self._max_body_bytes = max_body_bytes
         self._routes = routes
 
     async def handle(self, request: Request) -> Response:
-        started = time.perf_counter()
+        started = time.monotonic()
         headers = _header_fields(request.scope["headers"])
         set_trace(headers.get("x-cloud-trace-context"))
         # The raw ASGI path: request.url would build a whole URL object for every request.
         path: str = request.scope["path"]
         fields: RequestRecord = {"event_type": self.model.event_type, "path": path}
-        delivery: Delivery | None = None
+        accepted_fields: RequestRecord = {}
         try:
             if request.method != "POST":
                 raise MethodNotAllowedError("Only POST is accepted.")
             adapter = self._routes.adapter_for(path)
             if adapter is not None:
                 fields["sender"] = adapter.sender.name
-            delivery = await self._accept(request, headers, adapter)
-            await _publish_all(self._publisher, delivery.messages)
-            response: Response = JSONResponse(delivery.answer, status_code=202)
+            accepted = await self._accept(request, headers, adapter)
+            accepted_fields = accepted.log_fields
+            outcomes = await self._deliverer.deliver(accepted.messages, started)
+            answer, accepted_fields = accepted.delivered(outcomes)
+            response: Response = JSONResponse(answer, status_code=202)
         except RelayError as error:
             fields["problem"] = error.slug
             # An auth failure logs its reason; the caller only learns that it failed.
@@ -101,10 +115,9 @@ class Relay:
         except Exception:
             log.exception("unexpected error", extra=fields)
             response = internal_error_response()
-        if delivery is not None:
-            fields.update(delivery.log_fields)
+        fields.update(accepted_fields)
         fields["status"] = response.status_code
-        fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        fields["latency_ms"] = round((time.monotonic() - started) * 1000, 2)
         level = logging.INFO if response.status_code < 500 else logging.ERROR
         outcome = "accepted" if response.status_code < 300 else "refused"
         log.log(level, "event %s", outcome, extra=fields)
@@ -112,8 +125,8 @@ class Relay:
 
     async def _accept(
         self, request: Request, headers: dict[str, str], adapter: Adapter | None
-    ) -> Delivery:
-        """Read, authenticate, parse and validate: a Delivery, or the RequestError why not."""
+    ) -> Accepted:
+        """Read, authenticate, parse and validate: Accepted, or the RequestError why not."""
         body = await read_body(
             headers.get("content-length"), request.stream(), self._max_body_bytes
         )
@@ -131,9 +144,9 @@ class Relay:
             event, event_type=self.model.event_type, event_id=event_id, routing_key=routing_key
         )
         answer = {"id": event_id, "routing_key": routing_key}
-        return Delivery([message], answer, {"event_id": event_id, "routing_key": routing_key})
+        return Accepted([message], answer, {"event_id": event_id, "routing_key": routing_key})
 
-    def _adapt(self, adapter: Adapter, document: dict[str, Any]) -> Delivery:
+    def _adapt(self, adapter: Adapter, document: dict[str, Any]) -> Accepted:
         """One message per alert; a 422 only when no alert is valid."""
         candidates, skipped = adapter.candidates(document)
         messages: list[Message] = []
@@ -172,20 +185,7 @@ class Relay:
         }
         if ids:
             log_fields["event_id"] = ids[0]
-        return Delivery(messages, answer, log_fields)
-
-
-async def _publish_all(publisher: Publisher, messages: list[Message]) -> None:
-    """Publish concurrently and wait for every confirm; the first failure is raised."""
-    if len(messages) == 1:  # the canonical path: no gather, no extra task
-        await publisher.publish(messages[0])
-        return
-    results = await asyncio.gather(
-        *(publisher.publish(m) for m in messages), return_exceptions=True
-    )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+        return Accepted(messages, answer, log_fields)
 
 
 def _header_fields(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:

@@ -131,14 +131,22 @@ class Publisher:
         self._forget()
         self._owner = (os.getpid(), loop)
 
-    async def publish(self, message: Message) -> None:
-        """Return once the broker confirmed `message`; raise an UnavailableError otherwise."""
+    @property
+    def exchange(self) -> str:
+        return self._exchange
+
+    async def publish(self, message: Message, *, deadline: float | None = None) -> None:
+        """Return once the broker confirmed `message`, within the publish timeout (or by the
+        earlier monotonic `deadline`); raise an UnavailableError otherwise."""
         self._claim(asyncio.get_running_loop())
         self._active += 1
         link: _Link | None = None
         started = time.monotonic()
+        limit = self._publish_timeout
+        if deadline is not None:
+            limit = min(limit, deadline - started)
         try:
-            async with asyncio.timeout(self._publish_timeout):
+            async with asyncio.timeout(limit):
                 link = await self._ready_link()
                 await self._send(link, message)
         except TimeoutError:
@@ -147,9 +155,7 @@ class Publisher:
             # for this message, or blocked by an alarm, keeps its connection and the others.
             if link is not None and not link.blocked and link.last_confirm < started:
                 self._drop(link, "no confirm within the publish timeout")
-            raise PublishTimeoutError(
-                f"no confirm from the broker within {self._publish_timeout:g} s"
-            ) from None
+            raise PublishTimeoutError(f"no confirm from the broker within {limit:g} s") from None
         finally:
             self._active -= 1
             if self._closing and self._active == 0:

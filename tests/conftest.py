@@ -15,6 +15,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import AMQPError
 
 from deploy.broker import BrokerNode, ensure_rabbitmq_installed, start_broker
+from deploy.pubsub_emulator import PubSubEmulator, emulator_missing
 from shared.config import Settings, settings
 from shared.secrets import clear_cache
 
@@ -102,3 +103,18 @@ def connect_broker(broker: BrokerNode) -> Iterator[Callable[..., BlockingConnect
 def amqp_channel(connect_broker: Callable[..., BlockingConnection]) -> BlockingChannel:
     """A channel on a fresh mTLS connection to the test broker (closed after the test)."""
     return connect_broker().channel()
+
+
+@pytest.fixture(scope="session")
+def pubsub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
+    """Google's Pub/Sub emulator for the whole session; each test makes topics of its own."""
+    if (missing := emulator_missing()) is not None:
+        pytest.skip(missing)
+    emulator = PubSubEmulator(tmp_path_factory.mktemp("pubsub")).start()
+    try:
+        yield emulator
+    finally:
+        pid = emulator.pid
+        emulator.stop()
+    assert pid is not None
+    assert not Path(f"/proc/{pid}").exists(), "the emulator survived its stop"

@@ -156,9 +156,10 @@ def test_each_request_logs_one_json_line_without_the_payload(
     route.messages()
 
 
-def test_importing_a_function_loads_neither_grpc_nor_the_secret_manager_client(
+def test_importing_a_function_loads_no_grpc_nor_the_secret_manager_or_pubsub_client(
     broker: BrokerNode, route: Route
 ) -> None:
+    """Even with the spool on: its client is built by the worker, when first needed."""
     main = REPO / "functions" / "vm_isolate" / "main.py"
     code = (
         "import importlib.util as u; "
@@ -167,7 +168,10 @@ def test_importing_a_function_loads_neither_grpc_nor_the_secret_manager_client(
     )
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code],
-        env={**function_env(broker, route.exchange), "PYTHONPATH": str(REPO)},
+        env={
+            **function_env(broker, route.exchange, SPOOL_TOPIC="projects/p/topics/spool"),
+            "PYTHONPATH": str(REPO),
+        },
         capture_output=True,
         text=True,
         check=True,
@@ -177,6 +181,8 @@ def test_importing_a_function_loads_neither_grpc_nor_the_secret_manager_client(
     heavy = {
         m
         for m in modules
-        if m.startswith(("grpc", "google.cloud.secretmanager", "google.api_core"))
+        if m.startswith(
+            ("grpc", "google.cloud.secretmanager", "google.cloud.pubsub", "google.api_core")
+        )
     }
     assert not heavy

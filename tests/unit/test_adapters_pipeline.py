@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from shared.adapters import routes_for
 from shared.config import Settings
+from shared.delivery import Deliverer
 from shared.envelope import Message
 from shared.errors import PublishTimeoutError
 from shared.pipeline import Relay
@@ -54,7 +55,7 @@ def client(publisher: FakePublisher, event_type: str = "vm_isolate", **env: str)
     relay = Relay(
         model,
         authenticator=_Open(),
-        publisher=cast(Publisher, publisher),
+        deliverer=Deliverer(cast(Publisher, publisher)),
         max_body_bytes=256 * 1024,
         routes=routes_for(model, Settings.from_env(env)),
     )
@@ -206,7 +207,8 @@ def test_the_canonical_path_is_unchanged(caplog: pytest.LogCaptureFixture) -> No
         response = client(publisher).post("/", json=CANONICAL)
 
     assert response.status_code == 202
-    assert set(response.json()) == {"id", "routing_key"}
+    assert set(response.json()) == {"id", "routing_key", "delivery"}
+    assert response.json()["delivery"] == "confirmed"  # no spool: the broker confirmed it
     [record] = [r for r in caplog.records if r.name == "event_relay.request"]
     assert not hasattr(record, "sender")
     assert record.event_id == response.json()["id"]  # type: ignore[attr-defined]

@@ -252,6 +252,7 @@ def test_a_test_notification_is_skipped_and_publishes_nothing(
         "routing_key": "vm.isolate",
         "refused": [],
         "skipped": [{"pointer": pointer, "reason": "test-notification"}],
+        "delivery": {},  # nothing to deliver
     }
     assert publisher.published == []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deploy import REPO
-from deploy.manifest import load_manifest
+from deploy.manifest import load_deployment, load_manifest
 
 FUNCTIONS = REPO / "functions"
 EVENTS = REPO / "tests" / "events"
@@ -14,7 +14,7 @@ MANIFEST = {fn.name: fn for fn in load_manifest()}
 
 def test_every_function_folder_is_in_the_manifest_and_back() -> None:
     folders = {p.parent.name for p in FUNCTIONS.glob("*/main.py")}
-    sources = {fn.source_dir.name for fn in MANIFEST.values()}
+    sources = {fn.source_dir.name for fn in load_deployment().deployables}
 
     assert folders == sources, "functions/<name>/ and deploy/functions.yaml disagree"
 
