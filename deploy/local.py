@@ -19,7 +19,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
 
-from deploy import REPO, topology
+from deploy import EVENTS, REPO, topology
 from deploy.broker import BrokerNode, ensure_rabbitmq_installed, free_port, start_broker
 from deploy.function_process import FunctionProcess
 from deploy.gcloud import runtime_env
@@ -28,7 +28,6 @@ from deploy.tail import tail
 from shared.config import SETTING_PREFIXES
 
 DEV = REPO / ".dev"
-EVENTS = REPO / "tests" / "events"
 SIGNED = ("standard-webhooks", "grafana-hmac")  # no curl one-liner: each request is signed
 
 
@@ -44,7 +43,10 @@ def run_local(
     queue_type: topology.QueueType = "quorum",
 ) -> None:
     """Run everything until Ctrl-C or SIGTERM, then stop it all: functions, then the broker."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Both explicitly: a process started from a script or in the background inherits SIGINT
+    # ignored, and Python then leaves it ignored instead of raising KeyboardInterrupt.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _interrupt)
     # A developer's shell may hold settings for a real broker or Secret Manager: they would mix
     # with the local ones (and `NAME` plus `NAME_SECRET` is refused).
     for name in [n for n in os.environ if n.startswith(SETTING_PREFIXES)]:
@@ -155,5 +157,5 @@ def _shielded_exit() -> Iterator[None]:
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM (nox, a closing terminal) takes the same clean way out as Ctrl-C."""
+    """Ctrl-C and SIGTERM (nox, a closing terminal) take the same clean way out."""
     raise KeyboardInterrupt
