@@ -67,10 +67,10 @@ def test_the_printed_curl_gets_202_the_tail_shows_it_and_everything_stops(
     tmp_path: Path, stop_signal: signal.Signals, wrapper: list[str]
 ) -> None:
     if wrapper:  # the start really leaves SIGINT ignored, else this case proves nothing
+        probe = "import signal as s; print(s.getsignal(s.SIGINT) is s.SIG_IGN)"
         shown = subprocess.run(
-            [*wrapper, sys.executable, "-c", "import signal as s; print(s.getsignal(2) is s.SIG_IGN)"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            [*wrapper, sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        )
         assert shown.stdout.strip() == "True"
     port = free_port()
     process = subprocess.Popen(
