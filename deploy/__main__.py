@@ -1,7 +1,9 @@
-"""python -m deploy stage|deploy|topology|local|tail|openapi: the manifest's functions.
+"""python -m deploy stage|deploy|bootstrap|smoke|topology|local|tail|openapi: the functions.
 
     python -m deploy stage [--only NAME ...]          build/<name>/ upload folders
     python -m deploy deploy [--only NAME ...] [--dry-run]
+    python -m deploy bootstrap --secret-file NAME=PATH ... [--vpc-range CIDR] [--dry-run]
+    python -m deploy smoke [--only NAME ...] [--auth-file PATH] [--url URL]
     python -m deploy topology [--queue-type quorum|classic] [--dry-run]
     python -m deploy local [--port 8081]              what `nox -s dev` runs
     python -m deploy tail [--consume]                 print events as they arrive
@@ -13,15 +15,17 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
-from deploy import REPO, openapi, topology
+from deploy import REPO, bootstrap, openapi, smoke, topology
 from deploy.broker import BrokerError
-from deploy.gcloud import GcloudMissingError, deploy_command, require_gcloud, run
+from deploy.gcloud import GcloudMissingError, deploy_steps, require_gcloud
 from deploy.manifest import MANIFEST, Function, ManifestError, load_manifest
+from deploy.placeholders import placeholders
+from deploy.secret_files import SecretFileError
 from deploy.stage import BUILD, stage
+from deploy.steps import Step, StepFailedError, print_plan, run_steps
 from shared.errors import RelayError
 
 
@@ -37,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         BrokerError,
         RelayError,
         FileExistsError,
+        bootstrap.BootstrapError,
+        SecretFileError,
+        smoke.SmokeError,
+        StepFailedError,
     ) as exc:  # RelayError: e.g. AMQP_URL missing
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -49,19 +57,46 @@ def _stage(args: argparse.Namespace, functions: list[Function]) -> None:
         print(f"staged {fn.name} in {stage(fn, args.build_dir)}")
 
 
-def _deploy(args: argparse.Namespace, functions: list[Function]) -> int:
-    commands = [deploy_command(fn, args.build_dir / fn.name) for fn in functions]
+def _deploy(args: argparse.Namespace, functions: list[Function]) -> None:
+    steps = deploy_steps(functions, args.build_dir, args.manifest)
+    _carry_out(args, functions, steps, [])
+
+
+def _bootstrap(args: argparse.Namespace, functions: list[Function]) -> None:
+    options = bootstrap.Options(
+        secret_files=dict(args.secret_file),
+        secrets_dir=args.secrets_dir,
+        vpc_network=args.vpc_network,
+        vpc_range=args.vpc_range,
+        queue_type=args.queue_type,
+        build_dir=args.build_dir,
+        manifest=args.manifest,
+        topology=args.topology,
+        smoke_test=args.smoke_test,
+    )
+    steps = bootstrap.plan(functions, options, whole_manifest=not args.only)
+    _carry_out(args, functions, steps, bootstrap.notes(functions))
+
+
+def _carry_out(
+    args: argparse.Namespace, functions: list[Function], steps: list[Step], notes: list[str]
+) -> None:
+    """Print the plan (--dry-run) or run it; the manifest's example values stop a real run."""
+    examples = placeholders(functions)
     if args.dry_run:
-        for argv in commands:
-            print(shlex.join(argv))
-        return 0
+        for line in examples:
+            print(f"warning: {args.manifest}: {line}", file=sys.stderr)
+        print_plan(steps, notes=notes)
+        return
     require_gcloud()
-    for fn, argv in zip(functions, commands, strict=True):
-        stage(fn, args.build_dir)
-        if code := run(argv):
-            print(f"error: deploying {fn.name} failed ({code}); stopped", file=sys.stderr)
-            return code
-    return 0
+    if examples:
+        raise ManifestError(f"{args.manifest}: " + "; ".join(examples) + " (nothing was run)")
+    ran, skipped = run_steps(steps)
+    print(f"done: {ran} steps run, {skipped} skipped (already there)")
+
+
+def _smoke(args: argparse.Namespace, functions: list[Function]) -> int:
+    return smoke.run(functions, url=args.url, auth_file=args.auth_file)
 
 
 def _topology(args: argparse.Namespace, functions: list[Function]) -> None:
@@ -97,6 +132,41 @@ def _openapi(args: argparse.Namespace, functions: list[Function]) -> int:
     return openapi.write(functions, args.out, args.server_url)
 
 
+def _bootstrap_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--secret-file",
+        action="append",
+        type=_name_and_path,
+        default=[],
+        metavar="NAME=PATH",
+        help="the first version of a secret (NAME: the secret or its setting, e.g. AMQP_URL)",
+    )
+    sub.add_argument(
+        "--secrets-dir", type=Path, help="one file per secret, named like the secret or setting"
+    )
+    sub.add_argument("--vpc-network", default="default", help="the connector's network")
+    sub.add_argument("--vpc-range", metavar="CIDR", help="an unused /28 for a new connector")
+    sub.add_argument("--queue-type", choices=["quorum", "classic"], default="quorum")
+    sub.add_argument("--build-dir", type=Path, default=BUILD)
+    sub.add_argument(
+        "--no-topology",
+        dest="topology",
+        action="store_false",
+        help="the broker is not reachable from here: run `python -m deploy topology` there",
+    )
+    sub.add_argument("--no-smoke-test", dest="smoke_test", action="store_false")
+    sub.add_argument(
+        "--dry-run", action="store_true", help="print the steps and their checks, run nothing"
+    )
+
+
+def _name_and_path(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not (sep and name and path):
+        raise argparse.ArgumentTypeError(f"{text!r}: NAME=PATH (the value is read from PATH)")
+    return name, Path(path)
+
+
 def _selected(functions: list[Function], only: list[str] | None) -> list[Function]:
     if not only:
         return functions
@@ -128,6 +198,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("deploy", _deploy, "stage and deploy with gcloud, one function at a time")
     sub.add_argument("--build-dir", type=Path, default=BUILD)
     sub.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    sub = command("bootstrap", _bootstrap, "a first deployment, from an empty project to a 202")
+    _bootstrap_arguments(sub)
+    sub = command("smoke", _smoke, "one signed test alert per deployed function: 202 or fail")
+    sub.add_argument("--auth-file", type=Path, help="AUTH_SECRETS (default: Secret Manager)")
+    sub.add_argument("--url", help="the function's URL (default: gcloud functions describe)")
     for name, handler, text in (
         ("topology", _topology, "declare exchanges, queues, bindings"),
         ("local", _local, "run everything locally until Ctrl-C"),

@@ -1,15 +1,14 @@
-"""Build and run one `gcloud functions deploy` command per function of the manifest."""
+"""The gcloud commands of the manifest's functions: deploy (after staging), describe."""
 
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
-import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from deploy.manifest import Function, secret_mount_path
+from deploy.steps import Command, Step, command, deploy_cli
 
 DELIMITERS = ("@", "|", ";", "#", "~", "!", "%", "+")
 NO_GCLOUD = (
@@ -119,15 +118,36 @@ def deploy_command(fn: Function, source: Path) -> list[str]:
     return argv
 
 
+def deploy_steps(functions: Sequence[Function], build_dir: Path, manifest: Path) -> list[Step]:
+    """Per function: stage its upload folder (`python -m deploy stage`), then deploy it."""
+    build = build_dir.resolve()
+    steps = []
+    for fn in functions:
+        stage = command(
+            *deploy_cli(manifest), "stage", "--only", fn.name, "--build-dir", str(build)
+        )
+        deploy = Command(tuple(deploy_command(fn, build / fn.name)))
+        if (build / fn.name).exists():
+            state = "staged earlier: the stage command rebuilds it"
+        else:
+            state = "not there yet: the stage command makes it"
+        title = f"stage {fn.name} into {build / fn.name} ({state}), then deploy it"
+        steps.append(Step(title, (stage, deploy)))
+    return steps
+
+
+def url_command(fn: Function) -> Command:
+    """`gcloud functions describe` printing the deployed function's URL (empty: not there)."""
+    return command(
+        "gcloud", "functions", "describe", fn.name, "--gen2", f"--region={fn.region}",
+        *([f"--project={fn.project}"] if fn.project else []),
+        "--format=value(serviceConfig.uri)",
+    )  # fmt: skip
+
+
 def require_gcloud() -> str:
     """The path of gcloud; GcloudMissingError (with the --dry-run hint) when it is missing."""
     path = shutil.which("gcloud")
     if path is None:
         raise GcloudMissingError(NO_GCLOUD)
     return path
-
-
-def run(argv: list[str]) -> int:
-    """Run one command, echoing it first; its exit code."""
-    print(f"+ {shlex.join(argv)}", flush=True)
-    return subprocess.run(argv, check=False).returncode

@@ -14,6 +14,7 @@ from deploy import REPO
 from deploy.__main__ import main
 from deploy.gcloud import deploy_command, gcloud_list
 from deploy.manifest import load_manifest
+from tests import fake_gcloud
 
 OVERRIDES = """\
 defaults:
@@ -129,27 +130,50 @@ def test_list_arguments_escape_commas_the_gcloud_way(items: list[str], expected:
     assert gcloud_list(items) == expected
 
 
-def test_dry_run_prints_one_shell_quoted_command_per_selected_function(
+def test_dry_run_prints_the_stage_and_deploy_commands_says_what_is_staged_and_runs_nothing(
     manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(
-        [
-            "--manifest",
-            str(manifest),
-            "deploy",
-            "--dry-run",
-            "--only",
-            "login_bruteforce",
-            "--build-dir",
-            str(tmp_path / "build"),
-        ]
-    )
+    build = tmp_path / "build"
+    argv = ["--manifest", str(manifest), "deploy", "--dry-run", "--only", "login_bruteforce",
+            "--build-dir", str(build)]  # fmt: skip
 
-    [line] = capsys.readouterr().out.splitlines()
+    code = main(argv)
+
+    header, stage, deploy, last = capsys.readouterr().out.splitlines()
     assert code == 0
     [fn] = load_manifest(manifest)
-    assert shlex.split(line) == deploy_command(fn, tmp_path / "build" / "login_bruteforce")
-    assert not (tmp_path / "build").exists()  # a dry run changes nothing
+    assert header == (
+        f"# 1. stage login_bruteforce into {build / 'login_bruteforce'} "
+        "(not there yet: the stage command makes it), then deploy it"
+    )
+    assert shlex.split(stage) == [
+        "python", "-m", "deploy", "--manifest", str(manifest), "stage",
+        "--only", "login_bruteforce", "--build-dir", str(build),
+    ]  # fmt: skip
+    assert shlex.split(deploy) == deploy_command(fn, build / "login_bruteforce")
+    assert last == "# dry run: nothing was run"
+    assert not build.exists()  # a dry run changes nothing
+
+    (build / "login_bruteforce").mkdir(parents=True)
+    main(argv)
+
+    assert "(staged earlier: the stage command rebuilds it)" in capsys.readouterr().out
+
+
+def test_dry_run_warns_of_the_manifests_example_values(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["deploy", "--dry-run", "--only", "vm_isolate"]) == 0
+
+    warnings = capsys.readouterr().err.splitlines()
+    assert [w.split(": ", 2)[2] for w in warnings] == [
+        "project my-gcp-project is an example value: put your own",
+        "service_account event-relay@my-gcp-project.iam.gserviceaccount.com is an example value:"
+        " put your own",
+        "vpc_connector projects/my-gcp-project/locations/europe-west3/connectors/onprem is an"
+        " example value: put your own",
+    ]
+    assert all(w.startswith("warning: ") for w in warnings)
 
 
 def test_only_an_unknown_function_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -171,3 +195,18 @@ def test_a_missing_gcloud_is_one_clear_line_suggesting_dry_run(tmp_path: Path) -
     assert "--dry-run" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "build").exists()
+
+
+def test_a_real_deploy_stages_then_runs_the_printed_command(
+    manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in fake_gcloud.install(tmp_path / "cloud").items():
+        monkeypatch.setenv(name, value)
+    build = tmp_path / "build"
+
+    assert main(["--manifest", str(manifest), "deploy", "--build-dir", str(build)]) == 0
+
+    [fn] = load_manifest(manifest)
+    assert fake_gcloud.calls(tmp_path / "cloud") == [deploy_command(fn, build / fn.name)[1:]]
+    assert (build / fn.name / "main.py").is_file()
+    assert (build / fn.name / "shared" / "auth.py").is_file()
