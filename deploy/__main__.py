@@ -142,9 +142,14 @@ def _bootstrap_arguments(sub: argparse.ArgumentParser) -> None:
         help="the first version of a secret (NAME: the secret or its setting, e.g. AMQP_URL)",
     )
     sub.add_argument(
-        "--secrets-dir", type=Path, help="one file per secret, named like the secret or setting"
+        "--secrets-dir",
+        type=Path,
+        metavar="DIR",
+        help="one file per secret, named like the secret or setting",
     )
-    sub.add_argument("--vpc-network", default="default", help="the connector's network")
+    sub.add_argument(
+        "--vpc-network", default="default", metavar="NETWORK", help="the connector's network"
+    )
     sub.add_argument("--vpc-range", metavar="CIDR", help="an unused /28 for a new connector")
     sub.add_argument("--queue-type", choices=["quorum", "classic"], default="quorum")
     sub.add_argument("--build-dir", type=Path, default=BUILD)
@@ -154,7 +159,12 @@ def _bootstrap_arguments(sub: argparse.ArgumentParser) -> None:
         action="store_false",
         help="the broker is not reachable from here: run `python -m deploy topology` there",
     )
-    sub.add_argument("--no-smoke-test", dest="smoke_test", action="store_false")
+    sub.add_argument(
+        "--no-smoke-test",
+        dest="smoke_test",
+        action="store_false",
+        help="send no test alert (it reaches the event's queue)",
+    )
     sub.add_argument(
         "--dry-run", action="store_true", help="print the steps and their checks, run nothing"
     )
@@ -201,7 +211,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("bootstrap", _bootstrap, "a first deployment, from an empty project to a 202")
     _bootstrap_arguments(sub)
     sub = command("smoke", _smoke, "one signed test alert per deployed function: 202 or fail")
-    sub.add_argument("--auth-file", type=Path, help="AUTH_SECRETS (default: Secret Manager)")
+    sub.add_argument(
+        "--auth-file", type=Path, metavar="PATH", help="AUTH_SECRETS (default: Secret Manager)"
+    )
     sub.add_argument("--url", help="the function's URL (default: gcloud functions describe)")
     for name, handler, text in (
         ("topology", _topology, "declare exchanges, queues, bindings"),
