@@ -3,3 +3,4 @@
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent  # the repository root
+EVENTS = REPO / "tests" / "events"  # one sample payload per event type: <name>.json

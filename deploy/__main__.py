@@ -1,7 +1,9 @@
-"""python -m deploy stage|deploy|topology|local|tail|openapi|docs: the manifest's functions.
+"""python -m deploy stage|deploy|bootstrap|smoke|topology|local|tail|openapi|docs: the functions.
 
     python -m deploy stage [--only NAME ...]          build/<name>/ upload folders
     python -m deploy deploy [--only NAME ...] [--dry-run]
+    python -m deploy bootstrap --secret-file NAME=PATH ... [--vpc-range CIDR] [--dry-run]
+    python -m deploy smoke [--only NAME ...] [--auth-file PATH] [--url URL]
     python -m deploy topology [--queue-type quorum|classic] [--dry-run]
     python -m deploy local [--port 8081]              what `nox -s dev` runs
     python -m deploy tail [--consume]                 print events as they arrive
@@ -14,23 +16,31 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
-from deploy import REPO, docs, openapi, topology
+from deploy import REPO, bootstrap, docs, openapi, smoke, topology
 from deploy.broker import BrokerError
-from deploy.gcloud import GcloudMissingError, deploy_command, require_gcloud, run
-from deploy.manifest import MANIFEST, Function, ManifestError, load_manifest
+from deploy.gcloud import (
+    GcloudMissingError,
+    deploy_steps,
+    drain_invoker_step,
+    require_gcloud,
+    spool_steps,
+)
+from deploy.manifest import MANIFEST, Deployment, ManifestError, load_deployment
+from deploy.placeholders import placeholders
+from deploy.secret_files import SecretFileError
 from deploy.stage import BUILD, stage
+from deploy.steps import Step, StepFailedError, print_plan, run_steps
 from shared.errors import RelayError
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        functions = _selected(load_manifest(args.manifest), args.only)
-        return int(args.command(args, functions) or 0)
+        deployment = _selected(load_deployment(args.manifest), args.only)
+        return int(args.command(args, deployment) or 0)
     except (
         ManifestError,
         docs.DocsError,
@@ -39,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         BrokerError,
         RelayError,
         FileExistsError,
+        bootstrap.BootstrapError,
+        SecretFileError,
+        smoke.SmokeError,
+        StepFailedError,
     ) as exc:  # RelayError: e.g. AMQP_URL missing
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -46,28 +60,59 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _stage(args: argparse.Namespace, functions: list[Function]) -> None:
-    for fn in functions:
+def _stage(args: argparse.Namespace, deployment: Deployment) -> None:
+    for fn in deployment.deployables:
         print(f"staged {fn.name} in {stage(fn, args.build_dir)}")
 
 
-def _deploy(args: argparse.Namespace, functions: list[Function]) -> int:
-    commands = [deploy_command(fn, args.build_dir / fn.name) for fn in functions]
+def _deploy(args: argparse.Namespace, deployment: Deployment) -> None:
+    steps = [
+        *spool_steps(deployment),
+        *deploy_steps(deployment.deployables, args.build_dir, args.manifest),
+        *drain_invoker_step(deployment.drain),
+    ]
+    _carry_out(args, deployment, steps, [])
+
+
+def _bootstrap(args: argparse.Namespace, deployment: Deployment) -> None:
+    options = bootstrap.Options(
+        secret_files=dict(args.secret_file),
+        secrets_dir=args.secrets_dir,
+        vpc_network=args.vpc_network,
+        vpc_range=args.vpc_range,
+        queue_type=args.queue_type,
+        build_dir=args.build_dir,
+        manifest=args.manifest,
+        topology=args.topology,
+        smoke_test=args.smoke_test,
+    )
+    steps = bootstrap.plan(deployment, options, whole_manifest=not args.only)
+    _carry_out(args, deployment, steps, bootstrap.notes(deployment.deployables))
+
+
+def _carry_out(
+    args: argparse.Namespace, deployment: Deployment, steps: list[Step], notes: list[str]
+) -> None:
+    """Print the plan (--dry-run) or run it; the manifest's example values stop a real run."""
+    examples = placeholders(deployment.deployables)
     if args.dry_run:
-        for argv in commands:
-            print(shlex.join(argv))
-        return 0
+        for line in examples:
+            print(f"warning: {args.manifest}: {line}", file=sys.stderr)
+        print_plan(steps, notes=notes)
+        return
     require_gcloud()
-    for fn, argv in zip(functions, commands, strict=True):
-        stage(fn, args.build_dir)
-        if code := run(argv):
-            print(f"error: deploying {fn.name} failed ({code}); stopped", file=sys.stderr)
-            return code
-    return 0
+    if examples:
+        raise ManifestError(f"{args.manifest}: " + "; ".join(examples) + " (nothing was run)")
+    ran, skipped = run_steps(steps)
+    print(f"done: {ran} steps run, {skipped} skipped (already there)")
 
 
-def _topology(args: argparse.Namespace, functions: list[Function]) -> None:
-    steps = topology.plan(functions, args.queue_type)
+def _smoke(args: argparse.Namespace, deployment: Deployment) -> int:
+    return smoke.run(deployment.functions, url=args.url, auth_file=args.auth_file)
+
+
+def _topology(args: argparse.Namespace, deployment: Deployment) -> None:
+    steps = topology.plan(deployment.functions, args.queue_type)
     if args.dry_run:
         for step in steps:
             print(step)
@@ -79,37 +124,84 @@ def _topology(args: argparse.Namespace, functions: list[Function]) -> None:
         connection.close()
 
 
-def _local(args: argparse.Namespace, functions: list[Function]) -> None:
+def _local(args: argparse.Namespace, deployment: Deployment) -> None:
     from deploy.local import run_local  # imports the broker tooling (trustme) only here
 
-    run_local(functions, dev_dir=args.dev_dir, port=args.port, queue_type=args.queue_type)
+    run_local(deployment, dev_dir=args.dev_dir, port=args.port, queue_type=args.queue_type)
 
 
-def _tail(args: argparse.Namespace, functions: list[Function]) -> None:
+def _tail(args: argparse.Namespace, deployment: Deployment) -> None:
     from deploy.tail import tail
 
     connection = topology.connect()
     try:
-        tail(connection, functions, consume=args.consume, out=sys.stdout)
+        tail(connection, deployment.functions, consume=args.consume, out=sys.stdout)
     finally:
         connection.close()
 
 
-def _openapi(args: argparse.Namespace, functions: list[Function]) -> int:
-    return openapi.write(functions, args.out, args.server_url)
+def _openapi(args: argparse.Namespace, deployment: Deployment) -> int:
+    return openapi.write(deployment.functions, args.out, args.server_url)
 
 
-def _docs(args: argparse.Namespace, functions: list[Function]) -> int:
+def _docs(args: argparse.Namespace, deployment: Deployment) -> int:
     return docs.write(args.check)
 
 
-def _selected(functions: list[Function], only: list[str] | None) -> list[Function]:
+def _bootstrap_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--secret-file",
+        action="append",
+        type=_name_and_path,
+        default=[],
+        metavar="NAME=PATH",
+        help="the first version of a secret (NAME: the secret or its setting, e.g. AMQP_URL)",
+    )
+    sub.add_argument(
+        "--secrets-dir",
+        type=Path,
+        metavar="DIR",
+        help="one file per secret, named like the secret or setting",
+    )
+    sub.add_argument(
+        "--vpc-network", default="default", metavar="NETWORK", help="the connector's network"
+    )
+    sub.add_argument("--vpc-range", metavar="CIDR", help="an unused /28 for a new connector")
+    sub.add_argument("--queue-type", choices=["quorum", "classic"], default="quorum")
+    sub.add_argument("--build-dir", type=Path, default=BUILD)
+    sub.add_argument(
+        "--no-topology",
+        dest="topology",
+        action="store_false",
+        help="the broker is not reachable from here: run `python -m deploy topology` there",
+    )
+    sub.add_argument(
+        "--no-smoke-test",
+        dest="smoke_test",
+        action="store_false",
+        help="send no test alert (it reaches the event's queue)",
+    )
+    sub.add_argument(
+        "--dry-run", action="store_true", help="print the steps and their checks, run nothing"
+    )
+
+
+def _name_and_path(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not (sep and name and path):
+        raise argparse.ArgumentTypeError(f"{text!r}: NAME=PATH (the value is read from PATH)")
+    return name, Path(path)
+
+
+def _selected(deployment: Deployment, only: list[str] | None) -> Deployment:
+    """The functions --only names (the drain as spool_drain), or all of them."""
     if not only:
-        return functions
-    unknown = sorted(set(only) - {fn.name for fn in functions})
+        return deployment
+    unknown = sorted(set(only) - {fn.name for fn in deployment.deployables})
     if unknown:
         raise ManifestError(f"--only {', '.join(unknown)}: not in the manifest")
-    return [fn for fn in functions if fn.name in only]
+    drain = deployment.drain if deployment.drain and deployment.drain.name in only else None
+    return Deployment([fn for fn in deployment.functions if fn.name in only], drain)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,6 +226,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("deploy", _deploy, "stage and deploy with gcloud, one function at a time")
     sub.add_argument("--build-dir", type=Path, default=BUILD)
     sub.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    sub = command("bootstrap", _bootstrap, "a first deployment, from an empty project to a 202")
+    _bootstrap_arguments(sub)
+    sub = command("smoke", _smoke, "one signed test alert per deployed function: 202 or fail")
+    sub.add_argument(
+        "--auth-file", type=Path, metavar="PATH", help="AUTH_SECRETS (default: Secret Manager)"
+    )
+    sub.add_argument("--url", help="the function's URL (default: gcloud functions describe)")
     for name, handler, text in (
         ("topology", _topology, "declare exchanges, queues, bindings"),
         ("local", _local, "run everything locally until Ctrl-C"),

@@ -18,6 +18,7 @@ import os
 import random
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -351,6 +352,17 @@ class BrokerNode:
     def leftover_pids(self) -> list[int]:
         """Live processes started for this node (empty after `stop()`)."""
         return live_pids_of(self.base_dir)
+
+    def write_ctl_script(self, path: Path) -> Path:
+        """A script running this node's rabbitmqctl (`stop_app`, `start_app`, ...), with the
+        cookie, epmd and node name it needs; for people, not for the tests."""
+        settings = " ".join(
+            f"{name}={shlex.quote(self._env[name])}"
+            for name in ("HOME", "ERL_EPMD_PORT", "ERL_EPMD_ADDRESS", "LC_ALL")
+        )
+        _write(path, f'#!/bin/sh\nexec env {settings} {CTL} -n {self.node_name} "$@"\n'.encode())
+        path.chmod(0o755)
+        return path
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
         """Run `rabbitmqctl -n NODE ARGS...` against this node; its stdout."""

@@ -1,14 +1,13 @@
-"""Build and run one `gcloud functions deploy` command per function of the manifest."""
+"""The gcloud commands of the manifest's functions: deploy (after staging), describe."""
 
 from __future__ import annotations
 
-import shlex
 import shutil
-import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from deploy.manifest import Deployable, Drain, secret_mount_path
+from deploy.manifest import Deployable, Deployment, Drain, secret_mount_path
+from deploy.steps import Command, Step, command, deploy_cli, found
 
 DELIMITERS = ("@", "|", ";", "#", "~", "!", "%", "+")
 NO_GCLOUD = (
@@ -110,15 +109,77 @@ def deploy_command(fn: Deployable, source: Path) -> list[str]:
     return argv
 
 
+def deploy_steps(functions: Sequence[Deployable], build_dir: Path, manifest: Path) -> list[Step]:
+    """Per function: stage its upload folder (`python -m deploy stage`), then deploy it."""
+    build = build_dir.resolve()
+    steps = []
+    for fn in functions:
+        stage = command(
+            *deploy_cli(manifest), "stage", "--only", fn.name, "--build-dir", str(build)
+        )
+        deploy = Command(tuple(deploy_command(fn, build / fn.name)))
+        if (build / fn.name).exists():
+            state = "staged earlier: the stage command rebuilds it"
+        else:
+            state = "not there yet: the stage command makes it"
+        title = f"stage {fn.name} into {build / fn.name} ({state}), then deploy it"
+        steps.append(Step(title, (stage, deploy)))
+    return steps
+
+
+PUBLISHER = "roles/pubsub.publisher"
+
+
+def spool_steps(deployment: Deployment) -> list[Step]:
+    """Before the functions: the spool's topic, and the event functions' accounts as its
+    publishers (on the topic only). Nothing without a spool."""
+    functions = deployment.functions
+    topics = [fn.spool_topic for fn in deployment.deployables if fn.spool_topic]
+    if not topics:
+        return []
+    _, project, _, topic = topics[0].split("/")
+    where = f"--project={project}"
+    describe = command(
+        "gcloud", "pubsub", "topics", "describe", topic, where, "--format=value(name)"
+    )
+    create = command(
+        "gcloud", "pubsub", "topics", "create", topic, "--labels=app=event-relay", where
+    )
+    steps = [Step(f"the spool's topic {topic}", (create,), found(describe, f"finds {topic}"))]
+    for account in dict.fromkeys(fn.service_account for fn in functions if fn.service_account):
+        grant = command(
+            "gcloud", "pubsub", "topics", "add-iam-policy-binding", topic,
+            f"--member=serviceAccount:{account}", f"--role={PUBLISHER}", where,
+        )  # fmt: skip
+        steps.append(Step(f"{account} may publish to {topic} ({PUBLISHER} on it only)", (grant,)))
+    return steps
+
+
+def drain_invoker_step(drain: Drain | None) -> list[Step]:
+    """After the drain's deploy: Eventarc's account may invoke it (and nobody else)."""
+    if drain is None:
+        return []
+    invoker = drain.trigger_service_account or drain.service_account
+    grant = command(
+        "gcloud", "functions", "add-invoker-policy-binding", drain.name,
+        f"--region={drain.region}", f"--member=serviceAccount:{invoker}",
+        *([f"--project={drain.project}"] if drain.project else []),
+    )  # fmt: skip
+    return [Step(f"{invoker} may invoke {drain.name}: Eventarc calls it as that account", (grant,))]
+
+
+def url_command(fn: Deployable) -> Command:
+    """`gcloud functions describe` printing the deployed function's URL (empty: not there)."""
+    return command(
+        "gcloud", "functions", "describe", fn.name, "--gen2", f"--region={fn.region}",
+        *([f"--project={fn.project}"] if fn.project else []),
+        "--format=value(serviceConfig.uri)",
+    )  # fmt: skip
+
+
 def require_gcloud() -> str:
     """The path of gcloud; GcloudMissingError (with the --dry-run hint) when it is missing."""
     path = shutil.which("gcloud")
     if path is None:
         raise GcloudMissingError(NO_GCLOUD)
     return path
-
-
-def run(argv: list[str]) -> int:
-    """Run one command, echoing it first; its exit code."""
-    print(f"+ {shlex.join(argv)}", flush=True)
-    return subprocess.run(argv, check=False).returncode

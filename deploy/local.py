@@ -2,7 +2,9 @@
 
 A private RabbitMQ node with mutual TLS (certificates under .dev/), the topology, one
 functions-framework process per function on its own port, then a tail of the queues until
-Ctrl-C or SIGTERM; everything started is stopped on the way out.
+Ctrl-C or SIGTERM; everything started is stopped on the way out. With the manifest's spool:
+Google's Pub/Sub emulator, the topic, the drain and a push subscription to it, so stopping the
+broker (`.dev/broker-ctl stop_app`) shows alerts spooled, then drained once it is back.
 """
 
 from __future__ import annotations
@@ -14,21 +16,21 @@ import shlex
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
 
-from deploy import REPO, topology
+from deploy import EVENTS, REPO, topology
 from deploy.broker import BrokerNode, ensure_rabbitmq_installed, free_port, start_broker
 from deploy.function_process import FunctionProcess
 from deploy.gcloud import runtime_env
-from deploy.manifest import Function
-from deploy.tail import tail
+from deploy.manifest import Deployable, Deployment, Drain, Function
+from deploy.pubsub_emulator import PubSubEmulator, emulator_missing
+from deploy.tail import tail_until_stopped
 from shared.config import Settings
 
 DEV = REPO / ".dev"
-EVENTS = REPO / "tests" / "events"
 SIGNED = ("standard-webhooks", "grafana-hmac")  # no curl one-liner: each request is signed
 
 
@@ -37,41 +39,53 @@ def say(text: str) -> None:
 
 
 def run_local(
-    functions: list[Function],
+    deployment: Deployment,
     *,
     dev_dir: Path = DEV,
     port: int = 8081,
     queue_type: topology.QueueType = "quorum",
 ) -> None:
     """Run everything until Ctrl-C or SIGTERM, then stop it all: functions, then the broker."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Both explicitly: a process started from a script or in the background inherits SIGINT
+    # ignored, and Python then leaves it ignored instead of raising KeyboardInterrupt.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _interrupt)
     # A developer's shell may hold settings for a real broker or Secret Manager: they would mix
     # with the local ones (and `NAME` plus `NAME_SECRET` is refused).
     for name in Settings.variables():
         os.environ.pop(name, None)
     ensure_rabbitmq_installed(install=True)  # installs only as root with apt, and says so
+    functions = deployment.functions
     with ExitStack() as stack, _shielded_exit():
         say(f"starting a private RabbitMQ node with mutual TLS in {dev_dir / 'broker'} ...")
         node = start_broker(dev_dir / "broker", purpose="dev")
         stack.callback(_stop_broker, node)
         os.environ.update(node.client_env())  # topology and tail read the functions' settings
+        ctl = node.write_ctl_script(dev_dir / "broker-ctl")
         connection = topology.connect()
-        stack.callback(connection.close)
-        topology.apply(connection, topology.plan(functions, queue_type), lambda s: say(s))
+        try:
+            topology.apply(connection, topology.plan(functions, queue_type), lambda s: say(s))
+        finally:
+            connection.close()
         logs = dev_dir / "logs"
         logs.mkdir(exist_ok=True)
-        examples = []
-        for number, fn in enumerate(functions):
-            secret, curl_auth, query = dev_credentials(fn)
+
+        def serve(fn: Deployable, number: int, env: dict[str, str]) -> FunctionProcess:
             server = FunctionProcess(
                 fn.entry_point,  # functions-framework's --target
                 _port(port + number),
-                {**local_env(fn), "AUTH_SECRETS": secret},
+                {**local_env(fn), **env},
                 source_dir=fn.source_dir,
                 log_path=logs / f"{fn.name}.log",
             )
             stack.callback(server.stop)
-            server.start()
+            return server.start()
+
+        spool = _spool(deployment.drain, dev_dir, stack, serve, len(functions))
+        examples = []
+        for number, fn in enumerate(functions):
+            secret, curl_auth, query = dev_credentials(fn)
+            server = serve(fn, number, {**spool, "AUTH_SECRETS": secret})
             examples.append((fn, server.url + query, curl_auth, secret))
         print()
         for fn, url, curl_auth, secret in examples:
@@ -79,14 +93,44 @@ def run_local(
             if fn.auth and fn.auth.mode in SIGNED:
                 print(f"  {fn.auth.mode} signing key: {secret}")
             print(f"  {curl_example(fn, url, curl_auth)}\n", flush=True)
+        if spool:
+            say(
+                f"the spool is on: stop the broker with `{ctl} stop_app`, post an alert (202, "
+                f"delivery spooled), start it with `{ctl} start_app` and watch the alert arrive"
+            )
         say(f"function logs in {logs}; tailing the queues, Ctrl-C stops everything")
         try:
-            tail(connection, functions, consume=True, out=sys.stdout)
+            tail_until_stopped(topology.connect, functions, say=say, out=sys.stdout)
         except KeyboardInterrupt:
             say("stopping the functions, then the broker ...")
 
 
-def local_env(fn: Function) -> dict[str, str]:
+def _spool(
+    drain: Drain | None,
+    dev_dir: Path,
+    stack: ExitStack,
+    serve: Callable[[Deployable, int, dict[str, str]], FunctionProcess],
+    number: int,
+) -> dict[str, str]:
+    """With the manifest's spool: the emulator, the topic, the drain and its push subscription;
+    the environment the functions then need. Without (or without an emulator here): none."""
+    if drain is None or drain.spool_topic is None:
+        return {}
+    if (missing := emulator_missing()) is not None:
+        say(f"no spool: {missing}")
+        return {"SPOOL_TOPIC": ""}  # unset: the functions answer 503 while the broker is down
+    _, project, _, topic = drain.spool_topic.split("/")
+    say(f"starting Google's Pub/Sub emulator in {dev_dir / 'pubsub'} ...")
+    emulator = PubSubEmulator(dev_dir / "pubsub", project=project).start()
+    stack.callback(emulator.stop)
+    emulator.create_topic(topic)
+    server = serve(drain, number, emulator.client_env())
+    emulator.create_subscription(f"{topic}-drain", topic, push_endpoint=server.url)
+    say(f"spool: topic {drain.spool_topic} on {emulator.host}, pushed to the drain at {server.url}")
+    return emulator.client_env()
+
+
+def local_env(fn: Deployable) -> dict[str, str]:
     """The deployed env (WORKERS, AUTH_MODE, env vars) without the cloud's secret references."""
     cloud_refs = {f"{name}{suffix}" for name in fn.secrets for suffix in ("_FILE", "_SECRET")}
     return {k: v for k, v in runtime_env(fn).items() if k not in cloud_refs}
@@ -155,5 +199,5 @@ def _shielded_exit() -> Iterator[None]:
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM (nox, a closing terminal) takes the same clean way out as Ctrl-C."""
+    """Ctrl-C and SIGTERM (nox, a closing terminal) take the same clean way out."""
     raise KeyboardInterrupt

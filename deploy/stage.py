@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from deploy import REPO
-from deploy.manifest import Function
+from deploy.manifest import Deployable
 
 BUILD = REPO / "build"
 SHARED = REPO / "shared"
@@ -20,7 +20,7 @@ _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
 GCLOUDIGNORE = ".gcloudignore\n__pycache__/\n*.pyc\n"
 
 
-def stage(fn: Function, build_dir: Path = BUILD) -> Path:
+def stage(fn: Deployable, build_dir: Path = BUILD) -> Path:
     """(Re)create build_dir/<name>/ for fn; its path."""
     target = build_dir / fn.name
     if target.exists():

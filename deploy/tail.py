@@ -7,15 +7,18 @@ to every routing key, so a shared broker's consumers still get every message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable
 from typing import TextIO
 
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.exceptions import AMQPConnectionError, AMQPError
 from pika.spec import Basic, BasicProperties
 
 from deploy.manifest import Function
+from deploy.topology import TopologyError
 
 
 def tail(
@@ -49,6 +52,31 @@ def tail(
         )
     while not until():
         connection.process_data_events(time_limit=0.25)
+
+
+def tail_until_stopped(
+    connect: Callable[[], BlockingConnection],
+    functions: Iterable[Function],
+    *,
+    say: Callable[[str], None],
+    out: TextIO,
+) -> None:
+    """Consume and print until Ctrl-C, riding out broker outages (the local run stops and starts
+    its broker to show the spool): reconnect each second until it is back."""
+    while True:
+        try:
+            connection = connect()
+        except TopologyError:
+            time.sleep(1)
+            continue
+        try:
+            tail(connection, functions, consume=True, out=out)
+        except AMQPConnectionError:
+            say("the broker went away: the tail waits for it")
+        finally:
+            with contextlib.suppress(AMQPError):
+                if connection.is_open:
+                    connection.close()
 
 
 def format_message(where: str, routing_key: str, props: BasicProperties, body: bytes) -> str:
