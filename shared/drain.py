@@ -16,7 +16,6 @@ CloudEvent (Eventarc, binary mode); the local run's emulator pushes the same bod
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 import time
 from typing import Any
@@ -114,6 +113,6 @@ def _pushed(request: Request, body: bytes) -> tuple[bytes, dict[str, str], str]:
         raise SpooledMessageError("attributes are not strings", permanent=True)
     try:
         data = base64.b64decode(message.get("data") or "", validate=True)
-    except (binascii.Error, TypeError):
+    except (ValueError, TypeError):  # binascii.Error included; a non-ASCII string too
         raise SpooledMessageError("data is not base64", permanent=True) from None
     return data, attributes, str(message.get("messageId") or message.get("message_id") or "")

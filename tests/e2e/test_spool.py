@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deploy.broker import BrokerNode, free_port, start_broker
 from deploy.function_process import FunctionProcess
@@ -358,4 +360,41 @@ def test_a_message_of_an_unknown_event_type_is_kept_for_a_newer_drain(
     answer = httpx.post(drain.url, content=push, headers=headers, timeout=30)
 
     assert answer.status_code == 503  # Pub/Sub keeps it: redeploy the drain to relay it
+    assert route.message_ids() == []
+
+
+def test_random_bodies_to_the_drain_get_no_5xx_and_publish_nothing(
+    broker_up: BrokerNode,
+    route: DurableRoute,
+    pubsub: PubSubEmulator,
+    topic: str,
+    serve: Callable[[str, dict[str, str]], FunctionProcess],
+) -> None:
+    drain = serve(DRAIN, spool_env(broker_up, route, pubsub, topic))
+    statuses: Counter[int] = Counter()
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
+        max_leaves=20,
+    )
+    pushes = st.fixed_dictionaries(
+        {
+            "message": st.fixed_dictionaries(
+                {}, optional={"data": st.text(), "attributes": json_values}
+            )
+        }
+    )
+
+    with httpx.Client(timeout=30) as client:
+
+        @settings(max_examples=150, deadline=None, derandomize=True)
+        @given(body=pushes.map(json.dumps).map(str.encode) | st.binary(max_size=300))
+        def send(body: bytes) -> None:
+            statuses[client.post(drain.url, content=body).status_code] += 1
+
+        send()
+
+    assert set(statuses) <= {200, 400, 413, 503}, statuses  # refused, malformed, or kept
+    assert statuses[400], statuses
+    assert statuses[200], statuses
     assert route.message_ids() == []
