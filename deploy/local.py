@@ -1,8 +1,9 @@
 """`python -m deploy local` (`nox -s dev`): every function of the manifest on this machine.
 
-A private RabbitMQ node with mutual TLS (certificates under .dev/), the topology, one
-functions-framework process per function on its own port, then a tail of the queues until
-Ctrl-C or SIGTERM; everything started is stopped on the way out.
+A private RabbitMQ node with mutual TLS (certificates under .dev/), or with `--cluster` a
+three-node cluster, the topology, one functions-framework process per function on its own port,
+then a tail of the queues until Ctrl-C or SIGTERM, saying which node each function publishes
+through as it connects; everything started is stopped on the way out.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from pathlib import Path
 from types import FrameType
 
 from deploy import REPO, topology
-from deploy.broker import BrokerNode, ensure_rabbitmq_installed, free_port, start_broker
+from deploy.broker import (
+    BrokerCluster,
+    BrokerNode,
+    ensure_rabbitmq_installed,
+    free_port,
+    start_broker,
+    start_cluster,
+)
+from deploy.connections import report_connections
 from deploy.function_process import FunctionProcess
 from deploy.gcloud import runtime_env
 from deploy.manifest import Function
@@ -42,6 +51,7 @@ def run_local(
     dev_dir: Path = DEV,
     port: int = 8081,
     queue_type: topology.QueueType = "quorum",
+    cluster: bool = False,
 ) -> None:
     """Run everything until Ctrl-C or SIGTERM, then stop it all: functions, then the broker."""
     signal.signal(signal.SIGTERM, _interrupt)
@@ -51,10 +61,9 @@ def run_local(
         del os.environ[name]
     ensure_rabbitmq_installed(install=True)  # installs only as root with apt, and says so
     with ExitStack() as stack, _shielded_exit():
-        say(f"starting a private RabbitMQ node with mutual TLS in {dev_dir / 'broker'} ...")
-        node = start_broker(dev_dir / "broker", purpose="dev")
-        stack.callback(_stop_broker, node)
-        os.environ.update(node.client_env())  # topology and tail read the functions' settings
+        broker, nodes = _start_broker(dev_dir / "broker", cluster=cluster)
+        stack.callback(_stop_broker, broker)
+        os.environ.update(broker.client_env())  # topology and tail read the functions' settings
         connection = topology.connect()
         stack.callback(connection.close)
         topology.apply(connection, topology.plan(functions, queue_type), lambda s: say(s))
@@ -73,6 +82,10 @@ def run_local(
             stack.callback(server.stop)
             server.start()
             examples.append((fn, server.url + query, curl_auth, secret))
+        # The functions connect lazily, at their first request: say where, as they do.
+        stack.enter_context(
+            report_connections({fn.name: logs / f"{fn.name}.log" for fn in functions}, nodes, say)
+        )
         print()
         for fn, url, curl_auth, secret in examples:
             print(f"{fn.name}  {url}  -> queue {fn.queue} ({fn.routing_key})")
@@ -138,8 +151,23 @@ def _port(wanted: int) -> int:
     return wanted
 
 
-def _stop_broker(node: BrokerNode) -> None:
-    node.stop()
+def _start_broker(
+    folder: Path, *, cluster: bool
+) -> tuple[BrokerNode | BrokerCluster, list[BrokerNode]]:
+    """A node, or a cluster of three, in `folder`; it and its nodes."""
+    if not cluster:
+        say(f"starting a private RabbitMQ node with mutual TLS in {folder} ...")
+        node = start_broker(folder, purpose="dev")
+        return node, [node]
+    say(f"starting a private three-node RabbitMQ cluster with mutual TLS in {folder} ...")
+    started = start_cluster(folder, size=3, purpose="dev")
+    for node in started.nodes:
+        say(f"node {node.node_name} on {node.host}:{node.port}")
+    return started, started.nodes
+
+
+def _stop_broker(broker: BrokerNode | BrokerCluster) -> None:
+    broker.stop()
     say("stopped")
 
 

@@ -35,6 +35,12 @@ class Output:
             self._queue.put(line)
 
     def wait_for(self, text: str, timeout: float = 90) -> str:
+        """The next line holding `text`."""
+        return self.wait_for_each(text, timeout=timeout)[0]
+
+    def wait_for_each(self, *texts: str, timeout: float = 90) -> list[str]:
+        """The next line holding each of `texts`, whatever order they come in."""
+        found: dict[str, str] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -42,9 +48,11 @@ class Output:
             except queue.Empty:
                 continue
             self.lines.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"no {text!r} within {timeout} s; output:\n{''.join(self.lines)}")
+            found.update((text, line) for text in texts if text in line and text not in found)
+            if len(found) == len(texts):
+                return [found[text] for text in texts]
+        missing = [text for text in texts if text not in found]
+        raise AssertionError(f"no {missing} within {timeout} s; output:\n{''.join(self.lines)}")
 
 
 def listening(port: int) -> bool:
@@ -52,24 +60,33 @@ def listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def start_local(dev_dir: Path, port: int, *options: str) -> tuple[subprocess.Popen[str], Output]:
+    """`python -m deploy local` for vm_isolate, as a developer starts it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deploy", "local", "--only", "vm_isolate",
+         "--dev-dir", str(dev_dir), "--port", str(port), *options],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    return process, Output(process)
+
+
+def post_the_printed_curl(output: Output) -> httpx.Response:
+    """Send what the printed curl example sends, once the run says it tails the queues."""
+    curl = shlex.split(output.wait_for("curl ").strip())
+    output.wait_for("tailing the queues")
+    headers = dict(h.split(": ", 1) for h in curl[curl.index("-H") + 1 :: 2] if ": " in h)
+    body = Path(curl[curl.index("--data-binary") + 1].removeprefix("@")).read_bytes()
+    return httpx.post(curl[-1], content=body, headers=headers, timeout=30)
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_the_printed_curl_gets_202_the_tail_shows_it_and_everything_stops(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "deploy", "local", "--only", "vm_isolate",
-         "--dev-dir", str(tmp_path), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    output = Output(process)
+    process, output = start_local(tmp_path, port)
     try:
-        curl = shlex.split(output.wait_for("curl ").strip())
-        output.wait_for("tailing the queues")
-        headers = dict(h.split(": ", 1) for h in curl[curl.index("-H") + 1 :: 2] if ": " in h)
-        body = Path(curl[curl.index("--data-binary") + 1].removeprefix("@")).read_bytes()
-
-        response = httpx.post(curl[-1], content=body, headers=headers, timeout=30)
+        response = post_the_printed_curl(output)
 
         assert response.status_code == 202, response.text
         output.wait_for(f"id={response.json()['id']}", timeout=30)
@@ -79,5 +96,31 @@ def test_the_printed_curl_gets_202_the_tail_shows_it_and_everything_stops(
         if process.poll() is None:
             process.kill()
     output.wait_for("dev: stopped", timeout=5)
+    assert not listening(port)
+    assert live_pids_of(tmp_path / "broker") == []
+
+
+@pytest.mark.slow
+def test_with_a_cluster_the_run_says_which_node_each_function_publishes_through(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    process, output = start_local(tmp_path, port, "--cluster")
+    try:
+        nodes = [output.wait_for("dev: node ").split()[2] for _ in range(3)]
+        response = post_the_printed_curl(output)
+
+        assert response.status_code == 202, response.text
+        said, _tailed = output.wait_for_each(
+            "vm_isolate publishes through node", f"id={response.json()['id']}", timeout=30
+        )
+        assert said.split()[5] == nodes[0]  # the first node listed in AMQP_URL
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=90) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output.wait_for("dev: stopped", timeout=5)
+    assert len(set(nodes)) == 3
     assert not listening(port)
     assert live_pids_of(tmp_path / "broker") == []
