@@ -33,10 +33,11 @@ import ssl
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 from urllib.parse import quote
 
 import trustme
@@ -345,7 +346,29 @@ class _Commons:
 # --- a node --------------------------------------------------------------------------------
 
 
-class BrokerNode:
+class _Broker(ABC):
+    """A node or a cluster: `with` starts it, unless it runs already, and stops it after."""
+
+    @property
+    @abstractmethod
+    def running(self) -> bool: ...
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+class BrokerNode(_Broker):
     """A private RabbitMQ node in `base_dir`; `start()` it, `stop()` it, or use `with`.
 
     Alone unless it is one of a BrokerCluster's nodes, which share the CA, login, Erlang cookie
@@ -522,19 +545,6 @@ class BrokerNode:
             )
         return done.stdout
 
-    def __enter__(self) -> BrokerNode:
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- internals --
 
     def _registered(self) -> bool:
@@ -610,7 +620,7 @@ default_pass = {self.password}
 # --- a cluster -----------------------------------------------------------------------------
 
 
-class BrokerCluster:
+class BrokerCluster(_Broker):
     """`size` private nodes in `base_dir`, joined into one RabbitMQ cluster as operators do
     (`rabbitmqctl join_cluster`); `start()` it, `stop()` it, or use `with`.
 
@@ -655,6 +665,10 @@ class BrokerCluster:
     def leftover_pids(self) -> list[int]:
         return live_pids_of(self.base_dir)
 
+    @property
+    def running(self) -> bool:
+        return any(node.running for node in self.nodes)
+
     def running_nodes(self) -> list[BrokerNode]:
         return [node for node in self.nodes if node.running]
 
@@ -680,19 +694,6 @@ class BrokerCluster:
             if name == queue:
                 return self.node_named(leader.strip())
         raise BrokerError(f"no queue {queue!r}")
-
-    def __enter__(self) -> BrokerCluster:
-        if not self.running_nodes():
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _claim_folder(base_dir: Path) -> None:

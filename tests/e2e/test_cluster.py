@@ -86,9 +86,27 @@ def wait_until_fully_replicated(cluster: BrokerCluster, within: float = 60) -> N
         time.sleep(0.5)
 
 
-def cluster_env(cluster: BrokerCluster, exchange: str) -> dict[str, str]:
-    """vm_isolate's environment: the three nodes in AMQP_URL, in the cluster's order."""
-    return function_env(cluster.nodes[0], exchange, **cluster.client_env(), **FAULT_ENV)
+@dataclass
+class Publishing:
+    """vm_isolate publishing to a quorum queue of its own, and its first answer, a 202."""
+
+    route: DurableRoute
+    server: FunctionProcess
+    first: Outcome
+
+
+def publishing(
+    cluster: BrokerCluster, run_function: Callable[..., FunctionProcess], *, leader: BrokerNode
+) -> Publishing:
+    """A quorum queue led by `leader` (declared through it) and vm_isolate publishing to it,
+    the three nodes in its AMQP_URL in the cluster's order; after one 202."""
+    route = DurableRoute(leader, arguments=QUORUM)
+    assert cluster.leader_of(route.queue) is leader
+    env = function_env(cluster.nodes[0], route.exchange, **cluster.client_env(), **FAULT_ENV)
+    server = run_function(env)
+    first = post(None, server.url)
+    assert first.status == 202
+    return Publishing(route, server, first)
 
 
 def connected_node(cluster: BrokerCluster, logs: Path) -> BrokerNode:
@@ -233,15 +251,11 @@ def test_the_node_the_function_publishes_through_killed_under_load(
     on the node that dies (functions and `topology` connect to the first node listed, and a
     quorum queue's leader is placed on the node it was declared through)."""
     first, second, third = cluster.nodes
-    route = DurableRoute(first, arguments=QUORUM)
-    server = run_function(cluster_env(cluster, route.exchange))
-    warm = post(None, server.url)
-    assert warm.status == 202
+    run = publishing(cluster, run_function, leader=first)
     assert connected_node(cluster, tmp_path) is first
-    assert cluster.leader_of(route.queue) is first
-    before = workers(server)
+    before = workers(run.server)
 
-    outcomes, kill = kill_under_load(server, first)
+    outcomes, kill = kill_under_load(run.server, first)
 
     after_kill = [o for o in outcomes if o.ended > kill.at]
     recovered = min(
@@ -262,9 +276,9 @@ def test_the_node_the_function_publishes_through_killed_under_load(
     assert recovered.started - kill.at < FAILOVER_WITHIN
     assert turned_away < FAILOVER_WITHIN
     assert connected_node(cluster, tmp_path) in (second, third)
-    assert workers(server) == before  # the same worker failed over: no restart
-    assert_the_promise_holds([warm, *outcomes], route.message_ids(via=second))
-    route.delete(via=second)
+    assert workers(run.server) == before  # the same worker failed over: no restart
+    assert_the_promise_holds([run.first, *outcomes], run.route.message_ids(via=second))
+    run.route.delete(via=second)
 
 
 @pytest.mark.slow
@@ -275,16 +289,12 @@ def test_the_queue_leader_killed_under_load_costs_no_503_after_the_election(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     first, second, _ = cluster.nodes
-    route = DurableRoute(second, arguments=QUORUM)  # its leader: the second node
-    server = run_function(cluster_env(cluster, route.exchange))
-    warm = post(None, server.url)
-    assert warm.status == 202
+    run = publishing(cluster, run_function, leader=second)
     assert connected_node(cluster, tmp_path) is first
-    assert cluster.leader_of(route.queue) is second
 
-    outcomes, kill = kill_under_load(server, second)
+    outcomes, kill = kill_under_load(run.server, second)
 
-    election = election_seconds(cluster, route.queue, kill)
+    election = election_seconds(cluster, run.route.queue, kill)
     refused = [o for o in outcomes if o.status == 503]
     late = [o for o in refused if o.started > kill.at + election]
     slowest = max((o.seconds for o in outcomes if o.ended > kill.at), default=0.0)
@@ -294,10 +304,10 @@ def test_the_queue_leader_killed_under_load_costs_no_503_after_the_election(
         f"{len(refused)} x 503 ({len(late)} after the election), slowest answer {slowest:.2f} s",
     )
     assert not late, late
-    assert cluster.leader_of(route.queue) is not second
+    assert cluster.leader_of(run.route.queue) is not second
     assert connected_node(cluster, tmp_path) is first  # its connection was never lost
-    assert_the_promise_holds([warm, *outcomes], route.message_ids(via=first))
-    route.delete(via=first)
+    assert_the_promise_holds([run.first, *outcomes], run.route.message_ids(via=first))
+    run.route.delete(via=first)
 
 
 def wait_until_safe_to_stop(node: BrokerNode, within: float = 60) -> None:
@@ -319,9 +329,8 @@ def test_a_rolling_restart_under_load_loses_no_accepted_event(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     first = cluster.nodes[0]
-    route = DurableRoute(first, arguments=QUORUM)
-    server = run_function(cluster_env(cluster, route.exchange))
-    with Load(server.url, clients=8) as load:
+    run = publishing(cluster, run_function, leader=first)
+    with Load(run.server.url, clients=8) as load:
         time.sleep(2)
         for node in cluster.nodes:
             wait_until_safe_to_stop(node)
@@ -337,8 +346,8 @@ def test_a_rolling_restart_under_load_loses_no_accepted_event(
         f"rolling restart of the three nodes: {statuses[503]} x 503 and {statuses[202]} x 202, "
         f"longest run of 503s {longest_503_run(load.outcomes):.2f} s",
     )
-    assert_the_promise_holds(load.outcomes, route.message_ids(via=first))
-    route.delete(via=first)
+    assert_the_promise_holds([run.first, *load.outcomes], run.route.message_ids(via=first))
+    run.route.delete(via=first)
 
 
 @pytest.mark.slow
@@ -348,18 +357,15 @@ def test_with_two_nodes_down_nothing_is_accepted_and_service_resumes_when_one_re
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     first, second, third = cluster.nodes
-    route = DurableRoute(first, arguments=QUORUM)
-    server = run_function(cluster_env(cluster, route.exchange))
-    outcomes = [post(None, server.url)]
-    assert outcomes[0].status == 202
+    run = publishing(cluster, run_function, leader=first)
 
     second.stop_node()
     third.stop_node()
     # The quorum queue has one replica of three: no message can be confirmed.
-    minority = [post(None, server.url) for _ in range(4)]
+    minority = [post(None, run.server.url) for _ in range(4)]
     second.start_node()
     back_at = time.monotonic()
-    resumed = wait_for_202(server.url, within=FAILOVER_WITHIN + 10)
+    resumed = wait_for_202(run.server.url, within=FAILOVER_WITHIN + 10)
     report(
         capsys,
         f"two nodes down: {Counter(o.problem for o in minority)}; "
@@ -367,6 +373,6 @@ def test_with_two_nodes_down_nothing_is_accepted_and_service_resumes_when_one_re
     )
 
     assert {o.status for o in minority} == {503}
-    outcomes += minority + resumed
-    assert_the_promise_holds(outcomes, route.message_ids(via=first))
-    route.delete(via=first)
+    outcomes = [run.first, *minority, *resumed]
+    assert_the_promise_holds(outcomes, run.route.message_ids(via=first))
+    run.route.delete(via=first)
