@@ -3,6 +3,7 @@ the tail, stop it, and find nothing left running."""
 
 from __future__ import annotations
 
+import os
 import queue
 import shlex
 import signal
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -60,14 +63,30 @@ def listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_local(dev_dir: Path, port: int, *options: str) -> tuple[subprocess.Popen[str], Output]:
-    """`python -m deploy local` for vm_isolate, as a developer starts it."""
+@contextmanager
+def local_run(
+    dev_dir: Path, port: int, *options: str
+) -> Iterator[tuple[subprocess.Popen[str], Output]]:
+    """`python -m deploy local` for vm_isolate, as a developer starts it. One still running
+    after the block (a failed test) gets Ctrl-C, SIGKILL only if it does not stop; whatever of
+    its broker survives is killed, so a failure leaves nothing running."""
     process = subprocess.Popen(
         [sys.executable, "-m", "deploy", "local", "--only", "vm_isolate",
          "--dev-dir", str(dev_dir), "--port", str(port), *options],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    return process, Output(process)
+    try:
+        yield process, Output(process)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for pid in live_pids_of(dev_dir / "broker"):
+            os.kill(pid, signal.SIGKILL)
 
 
 def post_the_printed_curl(output: Output) -> httpx.Response:
@@ -84,17 +103,13 @@ def test_the_printed_curl_gets_202_the_tail_shows_it_and_everything_stops(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
     port = free_port()
-    process, output = start_local(tmp_path, port)
-    try:
+    with local_run(tmp_path, port) as (process, output):
         response = post_the_printed_curl(output)
 
         assert response.status_code == 202, response.text
         output.wait_for(f"id={response.json()['id']}", timeout=30)
         process.send_signal(stop_signal)
         assert process.wait(timeout=90) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
     output.wait_for("dev: stopped", timeout=5)
     assert not listening(port)
     assert live_pids_of(tmp_path / "broker") == []
@@ -105,8 +120,7 @@ def test_with_a_cluster_the_run_says_which_node_each_function_publishes_through(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    process, output = start_local(tmp_path, port, "--cluster")
-    try:
+    with local_run(tmp_path, port, "--cluster") as (process, output):
         nodes = [output.wait_for("dev: node ").split()[2] for _ in range(3)]
         response = post_the_printed_curl(output)
 
@@ -117,9 +131,6 @@ def test_with_a_cluster_the_run_says_which_node_each_function_publishes_through(
         assert said.split()[5] == nodes[0]  # the first node listed in AMQP_URL
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=90) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
     output.wait_for("dev: stopped", timeout=5)
     assert len(set(nodes)) == 3
     assert not listening(port)
