@@ -101,7 +101,8 @@ def deploy_cli(session: nox.Session, *args: str) -> None:
 
 @in_shared_venv
 def dev(session: nox.Session) -> None:
-    """Every function locally against a private mutual-TLS RabbitMQ node, until Ctrl-C."""
+    """Every function locally against a private mutual-TLS RabbitMQ node (`-- --cluster`: a
+    three-node cluster), until Ctrl-C."""
     deploy_cli(session, "local")
 
 

@@ -5,7 +5,7 @@
     python -m deploy bootstrap --secret-file NAME=PATH ... [--vpc-range CIDR] [--dry-run]
     python -m deploy smoke [--only NAME ...] [--auth-file PATH] [--url URL]
     python -m deploy topology [--queue-type quorum|classic] [--dry-run]
-    python -m deploy local [--port 8081]              what `nox -s dev` runs
+    python -m deploy local [--port 8081] [--cluster]  what `nox -s dev` runs
     python -m deploy tail [--consume]                 print events as they arrive
     python -m deploy openapi [--out DIR]              one OpenAPI 3.1 document per function
     python -m deploy docs [--check]                   the reference tables of docs/, from the code
@@ -127,7 +127,13 @@ def _topology(args: argparse.Namespace, deployment: Deployment) -> None:
 def _local(args: argparse.Namespace, deployment: Deployment) -> None:
     from deploy.local import run_local  # imports the broker tooling (trustme) only here
 
-    run_local(deployment, dev_dir=args.dev_dir, port=args.port, queue_type=args.queue_type)
+    run_local(
+        deployment,
+        dev_dir=args.dev_dir,
+        port=args.port,
+        queue_type=args.queue_type,
+        cluster=args.cluster,
+    )
 
 
 def _tail(args: argparse.Namespace, deployment: Deployment) -> None:
@@ -243,6 +249,9 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--dry-run", action="store_true", help="print the plan only")
     sub.add_argument("--port", type=int, default=8081, help="first function's port")
     sub.add_argument("--dev-dir", type=Path, default=REPO / ".dev")
+    sub.add_argument(
+        "--cluster", action="store_true", help="a three-node RabbitMQ cluster, not one node"
+    )
     sub = command("tail", _tail, "print events as they reach the queues")
     sub.add_argument(
         "--consume",

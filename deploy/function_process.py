@@ -37,7 +37,7 @@ class FunctionProcess:
         self.port = port
         self.url = f"http://127.0.0.1:{port}/"
         self._source_dir = source_dir or FUNCTIONS / name
-        self._log_path = log_path
+        self.log_path = log_path
         self._python = python
         self._env = env
         self.process: subprocess.Popen[bytes] | None = None
@@ -65,7 +65,7 @@ class FunctionProcess:
             "FUNCTION_USE_ASGI": "1",
             **self._env,
         }
-        output = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
+        output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
                 self.command(),
@@ -75,7 +75,7 @@ class FunctionProcess:
                 cwd=self._source_dir,
             )
         finally:
-            if self._log_path:  # the child holds its own copy of the descriptor
+            if self.log_path:  # the child holds its own copy of the descriptor
                 output.close()  # type: ignore[union-attr]
         self._wait_until_serving(wait)
         return self
@@ -87,7 +87,7 @@ class FunctionProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"{self.name} exited with {self.process.returncode} at start"
-                    + (f"; see {self._log_path}" if self._log_path else "")
+                    + (f"; see {self.log_path}" if self.log_path else "")
                 )
             try:
                 # robots.txt is answered by functions-framework itself: up, without an event.

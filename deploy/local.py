@@ -1,10 +1,12 @@
 """`python -m deploy local` (`nox -s dev`): every function of the manifest on this machine.
 
-A private RabbitMQ node with mutual TLS (certificates under .dev/), the topology, one
-functions-framework process per function on its own port, then a tail of the queues until
-Ctrl-C or SIGTERM; everything started is stopped on the way out. With the manifest's spool:
-Google's Pub/Sub emulator, the topic, the drain and a push subscription to it, so stopping the
-broker (`.dev/broker-ctl stop_app`) shows alerts spooled, then drained once it is back.
+A private RabbitMQ node with mutual TLS (certificates under .dev/), or with `--cluster` a
+three-node cluster, the topology, one functions-framework process per function on its own port,
+then a tail of the queues until Ctrl-C or SIGTERM, saying which node each function publishes
+through as it connects; everything started is stopped on the way out. With the manifest's
+spool: Google's Pub/Sub emulator, the topic, the drain and a push subscription to it, so
+stopping the broker (`.dev/broker-ctl stop_app`) shows alerts spooled, then drained once it is
+back.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from pathlib import Path
 from types import FrameType
 
 from deploy import EVENTS, REPO, topology
-from deploy.broker import BrokerNode, ensure_rabbitmq_installed, free_port, start_broker
+from deploy.broker import (
+    BrokerCluster,
+    BrokerNode,
+    ensure_rabbitmq_installed,
+    free_port,
+    start_broker,
+    start_cluster,
+)
+from deploy.connections import report_connections
 from deploy.function_process import FunctionProcess
 from deploy.gcloud import runtime_env
 from deploy.manifest import Deployable, Deployment, Drain, Function
@@ -44,6 +54,7 @@ def run_local(
     dev_dir: Path = DEV,
     port: int = 8081,
     queue_type: topology.QueueType = "quorum",
+    cluster: bool = False,
 ) -> None:
     """Run everything until Ctrl-C or SIGTERM, then stop it all: functions, then the broker."""
     # Both explicitly: a process started from a script or in the background inherits SIGINT
@@ -57,11 +68,13 @@ def run_local(
     ensure_rabbitmq_installed(install=True)  # installs only as root with apt, and says so
     functions = deployment.functions
     with ExitStack() as stack, _shielded_exit():
-        say(f"starting a private RabbitMQ node with mutual TLS in {dev_dir / 'broker'} ...")
-        node = start_broker(dev_dir / "broker", purpose="dev")
-        stack.callback(_stop_broker, node)
-        os.environ.update(node.client_env())  # topology and tail read the functions' settings
-        ctl = node.write_ctl_script(dev_dir / "broker-ctl")
+        broker, nodes = _start_broker(dev_dir / "broker", cluster=cluster)
+        stack.callback(_stop_broker, broker)
+        os.environ.update(broker.client_env())  # topology and tail read the functions' settings
+        ctls = [
+            node.write_ctl_script(dev_dir / f"broker-ctl{'' if len(nodes) == 1 else number}")
+            for number, node in enumerate(nodes, 1)
+        ]
         connection = topology.connect()
         try:
             topology.apply(connection, topology.plan(functions, queue_type), lambda s: say(s))
@@ -87,16 +100,21 @@ def run_local(
             secret, curl_auth, query = dev_credentials(fn)
             server = serve(fn, number, {**spool, "AUTH_SECRETS": secret})
             examples.append((fn, server.url + query, curl_auth, secret))
+        # The functions connect lazily, at their first request: say where, as they do.
+        stack.enter_context(
+            report_connections({fn.name: logs / f"{fn.name}.log" for fn in functions}, nodes, say)
+        )
         print()
         for fn, url, curl_auth, secret in examples:
             print(f"{fn.name}  {url}  -> queue {fn.queue} ({fn.routing_key})")
             if fn.auth and fn.auth.mode in SIGNED:
                 print(f"  {fn.auth.mode} signing key: {secret}")
             print(f"  {curl_example(fn, url, curl_auth)}\n", flush=True)
-        if spool:
+        if spool and len(ctls) == 1:
             say(
-                f"the spool is on: stop the broker with `{ctl} stop_app`, post an alert (202, "
-                f"delivery spooled), start it with `{ctl} start_app` and watch the alert arrive"
+                f"the spool is on: stop the broker with `{ctls[0]} stop_app`, post an alert "
+                f"(202, delivery spooled), start it with `{ctls[0]} start_app` and watch the "
+                "alert arrive"
             )
         say(f"function logs in {logs}; tailing the queues, Ctrl-C stops everything")
         try:
@@ -182,8 +200,23 @@ def _port(wanted: int) -> int:
     return wanted
 
 
-def _stop_broker(node: BrokerNode) -> None:
-    node.stop()
+def _start_broker(
+    folder: Path, *, cluster: bool
+) -> tuple[BrokerNode | BrokerCluster, list[BrokerNode]]:
+    """A node, or a cluster of three, in `folder`; it and its nodes."""
+    if not cluster:
+        say(f"starting a private RabbitMQ node with mutual TLS in {folder} ...")
+        node = start_broker(folder, purpose="dev")
+        return node, [node]
+    say(f"starting a private three-node RabbitMQ cluster with mutual TLS in {folder} ...")
+    started = start_cluster(folder, size=3, purpose="dev")
+    for node in started.nodes:
+        say(f"node {node.node_name} on {node.host}:{node.port}")
+    return started, started.nodes
+
+
+def _stop_broker(broker: BrokerNode | BrokerCluster) -> None:
+    broker.stop()
     say("stopped")
 
 

@@ -9,6 +9,13 @@ cannot be reached, or that closes our channel, gets an exponential back-off, dur
 requests fail fast with 503. Failures are counted until a publish is confirmed again: a broker
 that accepts connections but refuses every publish (a missing exchange) still backs off.
 
+A nack answers its request with 503 and retires the channel: the next publishes go to a new
+channel on the same connection, and the old one is closed once its confirms are in. RabbitMQ
+(3.10) binds a channel to a quorum queue's leader of the moment: a channel whose first publish
+to a queue comes while the queue's leader is down (the node that held both our connection and
+the leader was lost) has every later publish nacked, even long after a new leader is elected.
+A fresh channel publishes to the new leader.
+
 On SIGTERM, `shut_down()` lets the publishes in flight finish; the last one closes the
 connection cleanly before its response goes out (see `shared.shutdown`).
 """
@@ -68,14 +75,25 @@ class _InFlight:
 
 
 @dataclass
+class _Channel:
+    """A confirm-mode channel with its deliveries awaiting a confirm (tags count per channel)."""
+
+    amqp: Any
+    in_flight: dict[int, _InFlight] = field(default_factory=dict)
+    next_tag: int = 1
+    retired: bool = False  # nacked: no new publishes; closed once its confirms are in
+
+
+@dataclass
 class _Link:
-    """One connection and its confirm-mode channel, with the deliveries awaiting a confirm."""
+    """One connection, the channel publishes go to, and those retired but still awaiting
+    confirms."""
 
     closed: asyncio.Future[None]
     connection: Any = None
-    channel: Any = None
-    in_flight: dict[int, _InFlight] = field(default_factory=dict)
-    next_tag: int = 1
+    channel: _Channel | None = None
+    channels: list[_Channel] = field(default_factory=list)  # every open one, current included
+    renewing: asyncio.Future[_Channel] | None = None  # a new channel replacing a retired one
     blocked: bool = False
     last_confirm: float = 0.0  # monotonic time of the broker's last ack or nack
 
@@ -148,7 +166,7 @@ class Publisher:
         try:
             async with asyncio.timeout(limit):
                 link = await self._ready_link()
-                await self._send(link, message)
+                await self._send(link, await self._ready_channel(link), message)
         except TimeoutError:
             # No confirm in time. If the broker confirmed nothing at all since, the connection
             # may be half-open: the next request opens a new one. A broker that is merely slow
@@ -203,14 +221,14 @@ class Publisher:
 
     # --- sending ------------------------------------------------------------------------
 
-    async def _send(self, link: _Link, message: Message) -> None:
+    async def _send(self, link: _Link, channel: _Channel, message: Message) -> None:
         if link.blocked:
             raise BrokerBlockedError("the broker blocks publishers (memory or disk alarm)")
-        tag, link.next_tag = link.next_tag, link.next_tag + 1
+        tag, channel.next_tag = channel.next_tag, channel.next_tag + 1
         confirmed = asyncio.get_running_loop().create_future()
-        link.in_flight[tag] = _InFlight(message.id, confirmed)
+        channel.in_flight[tag] = _InFlight(message.id, confirmed)
         try:
-            link.channel.basic_publish(
+            channel.amqp.basic_publish(
                 self._exchange,
                 message.routing_key,
                 message.body,
@@ -222,37 +240,55 @@ class Publisher:
             self._drop(link, f"publish failed: {exc!r}")
             raise BrokerUnavailableError("the broker connection failed while publishing") from exc
         finally:
-            link.in_flight.pop(tag, None)
+            channel.in_flight.pop(tag, None)
+            self._close_if_drained(channel)
 
-    def _on_confirm(self, link: _Link, frame: Any) -> None:
+    def _on_confirm(self, link: _Link, channel: _Channel, frame: Any) -> None:
         method = frame.method
+        in_flight = channel.in_flight
         if method.multiple:
-            tags = [tag for tag in link.in_flight if tag <= method.delivery_tag]
+            tags = [tag for tag in in_flight if tag <= method.delivery_tag]
         else:
-            tags = [method.delivery_tag] if method.delivery_tag in link.in_flight else []
+            tags = [method.delivery_tag] if method.delivery_tag in in_flight else []
         acked = isinstance(method, pika.spec.Basic.Ack)
         link.last_confirm = time.monotonic()
         if acked:
             self._failures = 0  # the broker works end to end again
+        elif not channel.retired:
+            # The channel may be bound to a quorum queue leader that is gone (see the module's
+            # doc): the next publishes take a new one.
+            channel.retired = True
         for tag in tags:
-            delivery = link.in_flight.pop(tag)
+            delivery = in_flight.pop(tag)
             if delivery.confirmed.done():  # already returned as unroutable, or timed out
                 continue
             if acked:
                 delivery.confirmed.set_result(None)
             else:
-                log.warning("broker nacked a message", extra={"event_id": delivery.message_id})
+                log.warning(
+                    "broker nacked a message; the next publishes take a new channel",
+                    extra={"event_id": delivery.message_id},
+                )
                 delivery.confirmed.set_exception(
                     PublishRejectedError(
-                        "the broker refused the message (nack); a queue may be full"
+                        "the broker refused the message (nack); a queue may be full, "
+                        "or its leader was lost"
                     )
                 )
+        self._close_if_drained(channel)
+
+    @staticmethod
+    def _close_if_drained(channel: _Channel) -> None:
+        """A retired channel is closed once no delivery on it awaits a confirm."""
+        if channel.retired and not channel.in_flight and channel.amqp.is_open:
+            with contextlib.suppress(AMQPError):  # the connection is closing: it goes with it
+                channel.amqp.close()
 
     def _on_return(
-        self, link: _Link, _channel: Any, method: Any, properties: Any, _body: bytes
+        self, channel: _Channel, _amqp: Any, method: Any, properties: Any, _body: bytes
     ) -> None:
         """A returned message arrives before its ack: fail the oldest matching delivery now."""
-        for _tag, in_flight in sorted(link.in_flight.items()):
+        for _tag, in_flight in sorted(channel.in_flight.items()):
             if in_flight.message_id == properties.message_id and not in_flight.confirmed.done():
                 log.error(
                     "broker returned an unroutable message",
@@ -325,8 +361,14 @@ class Publisher:
                 if link.closed.done():  # closed between its confirm.select-ok and now
                     errors.append(f"{params.host}:{params.port}: closed while opening")
                     continue
+                # Which node this worker publishes through: the local run and operators follow it.
+                broker = f"{params.host}:{params.port}"
                 if errors:
-                    log.warning("connected to a fallback broker", extra={"errors": errors})
+                    log.warning(
+                        "connected to a fallback broker", extra={"broker": broker, "errors": errors}
+                    )
+                else:
+                    log.info("connected to the broker", extra={"broker": broker})
                 self._link, self._retry_at = link, 0.0
                 return link
             delay = self._back_off("cannot connect")
@@ -337,26 +379,69 @@ class Publisher:
         finally:
             self._opening = None
 
+    async def _ready_channel(self, link: _Link) -> _Channel:
+        """The link's channel; once a nack retired it, a new one, opened once for all waiting.
+
+        Returned with no pause since it was checked: publish on it at once. A new channel can
+        be nacked (and closed) before a request that waited for it resumes: then the next.
+        """
+        while link.channel is None or link.channel.retired:
+            if link.renewing is None:
+                link.renewing = asyncio.ensure_future(self._renew_channel(link))
+                link.renewing.add_done_callback(lambda done: done.cancelled() or done.exception())
+            # Shielded: a request giving up must not cancel the channel the others wait for.
+            await asyncio.shield(link.renewing)
+        return link.channel
+
+    async def _renew_channel(self, link: _Link) -> _Channel:
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                return await self._new_channel(link)
+        except (AMQPError, BrokerUnavailableError, TimeoutError) as exc:
+            self._drop(link, f"no new channel: {exc!r}")
+            raise BrokerUnavailableError("the broker opened no new channel") from exc
+        finally:
+            link.renewing = None
+
+    async def _new_channel(self, link: _Link) -> _Channel:
+        """Open a confirm-mode channel on the link's connection; it becomes the current one."""
+        opening = asyncio.ensure_future(self._open_channel(link))
+        # A connection closing meanwhile never opens the channel: do not wait for it then.
+        either: set[asyncio.Future[Any]] = {opening, link.closed}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not opening.done():
+            opening.cancel()
+            raise BrokerUnavailableError("the broker connection closed")
+        return opening.result()
+
+    async def _open_channel(self, link: _Link) -> _Channel:
+        ready: asyncio.Future[_Channel] = asyncio.get_running_loop().create_future()
+
+        def on_channel(amqp: Any) -> None:
+            channel = _Channel(amqp)
+            amqp.add_on_close_callback(
+                lambda _amqp, reason: self._on_channel_closed(link, channel, reason)
+            )
+            amqp.add_on_return_callback(lambda *args: self._on_return(channel, *args))
+            amqp.confirm_delivery(
+                ack_nack_callback=lambda frame: self._on_confirm(link, channel, frame),
+                callback=lambda _frame: _resolve(ready, channel),
+            )
+
+        link.connection.channel(on_open_callback=on_channel)
+        channel = await ready
+        link.channel = channel
+        link.channels.append(channel)
+        return channel
+
     async def _connect(self, params: pika.ConnectionParameters) -> _Link:
         loop = asyncio.get_running_loop()
-        ready: asyncio.Future[_Link] = loop.create_future()
+        ready: asyncio.Future[None] = loop.create_future()
         link = _Link(closed=loop.create_future())
 
         def on_open_error(_connection: Any, error: BaseException | str) -> None:
             _resolve(link.closed, None)
             _fail(ready, error if isinstance(error, BaseException) else AMQPError(error))
-
-        def on_open(connection: Any) -> None:
-            connection.channel(on_open_callback=on_channel)
-
-        def on_channel(channel: Any) -> None:
-            link.channel = channel
-            channel.add_on_close_callback(lambda _ch, reason: self._on_channel_closed(link, reason))
-            channel.add_on_return_callback(lambda *args: self._on_return(link, *args))
-            channel.confirm_delivery(
-                ack_nack_callback=lambda frame: self._on_confirm(link, frame),
-                callback=lambda _frame: _resolve(ready, link),
-            )
 
         def on_close(_connection: Any, reason: BaseException) -> None:
             _resolve(link.closed, None)
@@ -365,7 +450,7 @@ class Publisher:
 
         link.connection = _OneWritePerMessage(
             params,
-            on_open_callback=on_open,
+            on_open_callback=lambda _connection: _resolve(ready, None),
             on_open_error_callback=on_open_error,
             on_close_callback=on_close,
             custom_ioloop=loop,
@@ -376,14 +461,24 @@ class Publisher:
         )
         try:
             # pika's own stack timeout bounds the handshakes; this bounds the channel set-up too.
-            return await asyncio.wait_for(ready, timeout=params.stack_timeout + 1)
+            async with asyncio.timeout(params.stack_timeout + 1):
+                await ready
+                await self._new_channel(link)
+            return link
         except BaseException:
             if not (link.connection.is_closing or link.connection.is_closed):
                 link.connection.close()
             raise
 
-    def _on_channel_closed(self, link: _Link, reason: BaseException) -> None:
+    def _on_channel_closed(self, link: _Link, channel: _Channel, reason: BaseException) -> None:
         """The broker closes a channel on errors such as a missing exchange (404): back off."""
+        if channel in link.channels:
+            link.channels.remove(channel)
+        self._fail_channel(
+            channel, lambda: BrokerUnavailableError(f"no confirm from the broker: {reason!r}")
+        )
+        if channel.retired or channel is not link.channel:
+            return  # retired after a nack and closed once drained: the link has another
         if isinstance(reason, ChannelClosedByBroker):
             self._back_off(f"the broker closed the channel: {reason}")
             log.error("the broker closed the channel", extra={"reason": str(reason)})
@@ -414,8 +509,13 @@ class Publisher:
         if not (link.connection.is_closing or link.connection.is_closed):
             link.connection.close()
 
+    @classmethod
+    def _fail_in_flight(cls, link: _Link, error: Callable[[], UnavailableError]) -> None:
+        for channel in link.channels:
+            cls._fail_channel(channel, error)
+
     @staticmethod
-    def _fail_in_flight(link: _Link, error: Callable[[], UnavailableError]) -> None:
-        for delivery in link.in_flight.values():
+    def _fail_channel(channel: _Channel, error: Callable[[], UnavailableError]) -> None:
+        for delivery in channel.in_flight.values():
             _fail(delivery.confirmed, error())
-        link.in_flight.clear()
+        channel.in_flight.clear()

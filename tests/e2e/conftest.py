@@ -142,3 +142,19 @@ def start_function(
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def run_function(tmp_path: Path) -> Iterator[Callable[..., FunctionProcess]]:
+    """Start vm_isolate with the given environment, logging to tmp_path/function-<n>.log;
+    stopped (SIGTERM) after the test."""
+    started: list[FunctionProcess] = []
+
+    def run(env: dict[str, str]) -> FunctionProcess:
+        log = tmp_path / f"function-{len(started)}.log"
+        started.append(FunctionProcess("vm_isolate", free_port(), env, log_path=log))
+        return started[-1].start()
+
+    yield run
+    for server in started:
+        server.stop()

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -37,6 +39,12 @@ class Output:
             self._queue.put(line)
 
     def wait_for(self, text: str, timeout: float = 90) -> str:
+        """The next line holding `text`."""
+        return self.wait_for_each(text, timeout=timeout)[0]
+
+    def wait_for_each(self, *texts: str, timeout: float = 90) -> list[str]:
+        """The next line holding each of `texts`, whatever order they come in."""
+        found: dict[str, str] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -44,9 +52,11 @@ class Output:
             except queue.Empty:
                 continue
             self.lines.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"no {text!r} within {timeout} s; output:\n{''.join(self.lines)}")
+            found.update((text, line) for text in texts if text in line and text not in found)
+            if len(found) == len(texts):
+                return [found[text] for text in texts]
+        missing = [text for text in texts if text not in found]
+        raise AssertionError(f"no {missing} within {timeout} s; output:\n{''.join(self.lines)}")
 
 
 def listening(port: int) -> bool:
@@ -57,6 +67,43 @@ def listening(port: int) -> bool:
 # A script or a background job starts its children with SIGINT ignored; Python then never turns
 # SIGINT into KeyboardInterrupt unless the program installs a handler itself.
 SIGINT_IGNORED = ["sh", "-c", 'trap "" INT; exec "$@"', "sh"]
+VM_ISOLATE_ONLY = ("--only", "vm_isolate")
+
+
+@contextmanager
+def local_run(
+    dev_dir: Path, port: int, *options: str, wrapper: list[str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], Output]]:
+    """`python -m deploy local`, as a developer starts it (vm_isolate alone, unless `options`
+    say otherwise). One still running after the block (a failed test) gets SIGTERM, SIGKILL
+    only if it does not stop; whatever of its broker survives is killed, so a failure leaves
+    nothing running."""
+    process = subprocess.Popen(
+        [*(wrapper or []), sys.executable, "-m", "deploy", "local",
+         "--dev-dir", str(dev_dir), "--port", str(port), *(options or VM_ISOLATE_ONLY)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        yield process, Output(process)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # SIGINT may be ignored (the wrapper's case)
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for pid in live_pids_of(dev_dir / "broker"):
+            os.kill(pid, signal.SIGKILL)
+
+
+def post_the_printed_curl(output: Output) -> httpx.Response:
+    """Send what the printed curl example sends, once the run says it tails the queues."""
+    curl = shlex.split(output.wait_for("curl ").strip())
+    output.wait_for("tailing the queues")
+    headers = dict(h.split(": ", 1) for h in curl[curl.index("-H") + 1 :: 2] if ": " in h)
+    body = Path(curl[curl.index("--data-binary") + 1].removeprefix("@")).read_bytes()
+    return httpx.post(curl[-1], content=body, headers=headers, timeout=30)
 
 
 @pytest.mark.parametrize(
@@ -74,31 +121,36 @@ def test_the_printed_curl_gets_202_the_tail_shows_it_and_everything_stops(
         )
         assert shown.stdout.strip() == "True"
     port = free_port()
-    process = subprocess.Popen(
-        [*wrapper, sys.executable, "-m", "deploy", "local", "--only", "vm_isolate",
-         "--dev-dir", str(tmp_path), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,  # its own group: a failed test can stop the function servers
-    )  # fmt: skip
-    output = Output(process)
-    try:
-        curl = shlex.split(output.wait_for("curl ").strip())
-        output.wait_for("tailing the queues")
-        headers = dict(h.split(": ", 1) for h in curl[curl.index("-H") + 1 :: 2] if ": " in h)
-        body = Path(curl[curl.index("--data-binary") + 1].removeprefix("@")).read_bytes()
-
-        response = httpx.post(curl[-1], content=body, headers=headers, timeout=30)
+    with local_run(tmp_path, port, wrapper=wrapper) as (process, output):
+        response = post_the_printed_curl(output)
 
         assert response.status_code == 202, response.text
         output.wait_for(f"id={response.json()['id']}", timeout=30)
         process.send_signal(stop_signal)
         assert process.wait(timeout=90) == 0
-    finally:
-        if process.poll() is None:  # it did not stop: stop what it started, then fail
-            os.killpg(process.pid, signal.SIGKILL)
-            for pid in live_pids_of(tmp_path / "broker"):
-                os.kill(pid, signal.SIGKILL)
     output.wait_for("dev: stopped", timeout=5)
+    assert not listening(port)
+    assert live_pids_of(tmp_path / "broker") == []
+
+
+@pytest.mark.slow
+def test_with_a_cluster_the_run_says_which_node_each_function_publishes_through(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    with local_run(tmp_path, port, *VM_ISOLATE_ONLY, "--cluster") as (process, output):
+        nodes = [output.wait_for("dev: node ").split()[2] for _ in range(3)]
+        response = post_the_printed_curl(output)
+
+        assert response.status_code == 202, response.text
+        said, _tailed = output.wait_for_each(
+            "vm_isolate publishes through node", f"id={response.json()['id']}", timeout=30
+        )
+        assert said.split()[5] == nodes[0]  # the first node listed in AMQP_URL
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=90) == 0
+    output.wait_for("dev: stopped", timeout=5)
+    assert len(set(nodes)) == 3
     assert not listening(port)
     assert live_pids_of(tmp_path / "broker") == []
 
@@ -107,23 +159,11 @@ def test_with_the_spool_an_alert_posted_while_the_broker_is_stopped_arrives_once
     tmp_path: Path,
     pubsub: PubSubEmulator,  # unused but for its skip, saying why, where the emulator is missing
 ) -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "deploy", "local", "--dev-dir", str(tmp_path), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    output = Output(process)
-    try:
-        curl = shlex.split(output.wait_for("curl ").strip())
+    with local_run(tmp_path, free_port(), "--queue-type=quorum") as (process, output):  # all
         hint = output.wait_for("the spool is on")
-        output.wait_for("tailing the queues")
         ctl = hint.split("`")[1].split()[0]  # the printed broker-ctl, as a developer copies it
-        headers = dict(h.split(": ", 1) for h in curl[curl.index("-H") + 1 :: 2] if ": " in h)
-        body = Path(curl[curl.index("--data-binary") + 1].removeprefix("@")).read_bytes()
-
         subprocess.run([ctl, "stop_app"], check=True, capture_output=True, timeout=60)
-        spooled = httpx.post(curl[-1], content=body, headers=headers, timeout=30)
+        spooled = post_the_printed_curl(output)
         subprocess.run([ctl, "start_app"], check=True, capture_output=True, timeout=60)
 
         assert spooled.status_code == 202, spooled.text
@@ -131,11 +171,6 @@ def test_with_the_spool_an_alert_posted_while_the_broker_is_stopped_arrives_once
         output.wait_for(f"id={spooled.json()['id']}", timeout=90)  # drained, then tailed
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=90) == 0
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            for pid in live_pids_of(tmp_path / "broker"):
-                os.kill(pid, signal.SIGKILL)
     output.wait_for("dev: stopped", timeout=5)
     assert live_pids_of(tmp_path / "broker") == []
     assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if _is_our_emulator(p, tmp_path)]

@@ -9,35 +9,33 @@ the publish timeout.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import re
 import shutil
 import threading
 import time
-import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pika
 import pytest
-from pika.adapters.blocking_connection import BlockingChannel
 
 from deploy.broker import BrokerNode, start_broker
 from deploy.function_process import FunctionProcess
 from shared.publisher import BACKOFF_MAX_SECONDS
-from tests.conftest import broker_connection_params
-from tests.e2e.conftest import EVENT, free_port, function_env
+from tests.e2e.conftest import function_env
+from tests.e2e.faults import (
+    FAULT_ENV,
+    PUBLISH_TIMEOUT,
+    ROUTING_KEY,
+    DurableRoute,
+    Load,
+    Outcome,
+    assert_the_promise_holds,
+    log_records,
+    post,
+    wait_for_202,
+)
 from tests.tcp_proxy import TcpProxy
-
-ROUTING_KEY = "vm.isolate"
-PUBLISH_TIMEOUT = 3.0  # AMQP_PUBLISH_TIMEOUT of the functions in this module
-MARGIN = 1.5  # HTTP, scheduling and a loaded 2-core machine on top of the timeout
-FAULT_ENV = {"AMQP_PUBLISH_TIMEOUT": f"{PUBLISH_TIMEOUT:g}", "AMQP_CONNECT_TIMEOUT": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -51,132 +49,11 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
     assert not node.leftover_pids()
 
 
-@contextlib.contextmanager
-def channel_on(node: BrokerNode) -> Iterator[BlockingChannel]:
-    """A channel on a fresh connection: connections do not survive a restart."""
-    connection = pika.BlockingConnection(broker_connection_params(node))
-    try:
-        yield connection.channel()
-    finally:
-        if connection.is_open:
-            connection.close()
-
-
-class DurableRoute:
-    """A durable topic exchange with a durable queue bound to ROUTING_KEY on `node`."""
-
-    def __init__(
-        self,
-        node: BrokerNode,
-        *,
-        exchange: str | None = None,
-        binding: str = ROUTING_KEY,
-        arguments: dict[str, Any] | None = None,
-    ) -> None:
-        self.node = node
-        self.exchange = exchange or f"faults-{uuid.uuid4().hex[:12]}"
-        self.queue = f"{self.exchange}.q"
-        with channel_on(node) as channel:
-            channel.exchange_declare(self.exchange, "topic", durable=True)
-            channel.queue_declare(self.queue, durable=True, arguments=arguments)
-            channel.queue_bind(self.queue, self.exchange, binding)
-
-    def message_ids(self) -> list[str]:
-        """Take every message off the queue; their message_ids, duplicates kept."""
-        ids: list[str] = []
-        with channel_on(self.node) as channel:
-            while True:
-                method, properties, _body = channel.basic_get(self.queue, auto_ack=True)
-                if method is None:
-                    return ids
-                assert properties.delivery_mode == 2  # persistent: survives a restart
-                ids.append(properties.message_id)
-
-    def delete(self) -> None:
-        with channel_on(self.node) as channel:
-            channel.queue_delete(self.queue)
-            channel.exchange_delete(self.exchange)
-
-
 @pytest.fixture
 def route(faults: BrokerNode) -> Iterator[DurableRoute]:
     made = DurableRoute(faults)
     yield made
     made.delete()
-
-
-@pytest.fixture
-def run_function(tmp_path: Path) -> Iterator[Callable[..., FunctionProcess]]:
-    """Start vm_isolate with the given environment; stopped (SIGTERM) after the test."""
-    started: list[FunctionProcess] = []
-
-    def run(env: dict[str, str]) -> FunctionProcess:
-        log = tmp_path / f"function-{len(started)}.log"
-        started.append(FunctionProcess("vm_isolate", free_port(), env, log_path=log))
-        return started[-1].start()
-
-    yield run
-    for server in started:
-        server.stop()
-
-
-def log_records(tmp_path: Path, logger: str | None = None) -> list[dict[str, Any]]:
-    records = []
-    for log in sorted(tmp_path.glob("function-*.log")):
-        for line in log.read_text().splitlines():
-            if line.startswith("{"):
-                record = json.loads(line)
-                if logger is None or record.get("logger") == logger:
-                    records.append(record)
-    return records
-
-
-@dataclass
-class Outcome:
-    key: str
-    status: int  # 0: no answer at all
-    retry_after: str | None
-    problem: str | None
-    started: float
-    seconds: float
-
-
-def post(client: httpx.Client | None, url: str) -> Outcome:
-    """POST the event with an Idempotency-Key of its own, so even a 503's id is known."""
-    key = uuid.uuid4().hex
-    started = time.monotonic()
-    try:
-        response = (client or httpx).post(
-            url, json=EVENT, headers={"idempotency-key": key}, timeout=PUBLISH_TIMEOUT + 30
-        )
-    except httpx.HTTPError:
-        return Outcome(key, 0, None, None, started, time.monotonic() - started)
-    problem = response.json().get("type") if response.status_code != 202 else None
-    return Outcome(
-        key,
-        response.status_code,
-        response.headers.get("retry-after"),
-        problem,
-        started,
-        time.monotonic() - started,
-    )
-
-
-def assert_the_promise_holds(outcomes: list[Outcome], queued: list[str]) -> None:
-    """Each 202 is on the queue once; the rest are timely 503s; nothing unknown was queued."""
-    statuses = Counter(o.status for o in outcomes)
-    assert set(statuses) <= {202, 503}, statuses
-    slowest = max(outcomes, key=lambda o: o.seconds)
-    assert slowest.seconds < PUBLISH_TIMEOUT + MARGIN, slowest
-    for refused in (o for o in outcomes if o.status == 503):
-        assert refused.retry_after is not None, refused
-        assert int(refused.retry_after) >= 1, refused
-    copies = Counter(queued)
-    accepted = [o.key for o in outcomes if o.status == 202]
-    lost = [key for key in accepted if copies[key] != 1]
-    assert not lost, f"{len(lost)} accepted events not on the queue exactly once"
-    # At least once: a 503 may still have been enqueued (e.g. its confirm was lost).
-    assert set(copies) <= {o.key for o in outcomes}
 
 
 # --- 3. a broker that refuses ------------------------------------------------------------
@@ -284,18 +161,6 @@ def test_a_memory_alarm_gets_a_quick_503_and_the_same_connection_serves_once_it_
     assert sum("memory or disk alarm" in reason for reason in reasons) == 3
 
 
-def wait_for_202(url: str, *, within: float) -> list[Outcome]:
-    """POST every 0.2 s until a 202; every outcome, the 202 last."""
-    outcomes = []
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        outcomes.append(post(None, url))
-        if outcomes[-1].status == 202:
-            return outcomes
-        time.sleep(0.2)
-    raise AssertionError(f"no 202 within {within} s: {Counter(o.status for o in outcomes)}")
-
-
 # --- 2. a connection dropped silently ------------------------------------------------------
 
 
@@ -335,45 +200,21 @@ def test_a_broker_restart_under_load_loses_no_accepted_event(
     run_function: Callable[..., FunctionProcess],
 ) -> None:
     server = run_function(function_env(faults, route.exchange, **FAULT_ENV))
-    outcomes: list[Outcome] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        with httpx.Client() as http:
-            # Bounded: at most ~20 requests/s per client and 600 in all per client.
-            for _ in range(600):
-                if stop.is_set():
-                    return
-                outcomes.append(post(http, server.url))
-                time.sleep(0.05)
-
-    threads = [threading.Thread(target=client) for _ in range(12)]
-    for thread in threads:
-        thread.start()
-    try:
+    with Load(server.url, clients=12) as load:
         time.sleep(2)
         stopping_at = time.monotonic()
         faults.stop_node()  # a clean stop closes our connection with CONNECTION_FORCED
         time.sleep(2)
         faults.start_node()
         restarted_at = time.monotonic()
-        deadline = restarted_at + BACKOFF_MAX_SECONDS + 3
-        while time.monotonic() < deadline and not any(
-            o.status == 202 and o.started > restarted_at for o in list(outcomes)
-        ):
-            time.sleep(0.2)
+        load.wait_for_202_after(restarted_at, within=BACKOFF_MAX_SECONDS + 3)
         time.sleep(1)  # some load on the recovered link
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(PUBLISH_TIMEOUT + 35)
+    outcomes = load.outcomes
 
-    before = [o for o in outcomes if o.started + o.seconds < stopping_at]  # done before it
-    after = [o for o in outcomes if o.started > restarted_at]
+    before = [o for o in outcomes if o.ended < stopping_at]  # done before it
     assert before
     assert all(o.status == 202 for o in before)
     assert any(o.status == 503 for o in outcomes), "the restart went unnoticed"
-    assert any(o.status == 202 for o in after), "no recovery without a restart"
     assert_the_promise_holds(outcomes, route.message_ids())
 
 

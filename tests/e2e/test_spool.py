@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
 import time
 import uuid
 from collections import Counter
@@ -28,7 +27,7 @@ from deploy.function_process import FunctionProcess
 from deploy.pubsub_emulator import PubSubEmulator
 from shared.vocabulary import DRAIN
 from tests.e2e.conftest import EVENT, function_env
-from tests.e2e.test_reliability_faults import DurableRoute, channel_on
+from tests.e2e.faults import DurableRoute, Load, channel_on
 
 PUBLISH_TIMEOUT, REQUEST_TIMEOUT = 3.0, 6.0
 MARGIN = 1.5  # HTTP, scheduling and a loaded 2-core machine on top of the budget
@@ -198,43 +197,24 @@ def test_under_load_a_broker_outage_gets_only_202s_and_every_one_arrives(
     env = spool_env(broker_up, route, pubsub, topic)
     relay, drain = serve("vm_isolate", env), serve(DRAIN, env)
     pubsub.create_subscription(f"{topic}-drain", topic, push_endpoint=drain.url)
-    answers: list[tuple[str, int, str | None, float]] = []  # key, status, delivery, seconds
-    stop = threading.Event()
 
-    def client() -> None:
-        with httpx.Client() as http:
-            for _ in range(400):  # bounded: ~20 requests/s per client at the most
-                if stop.is_set():
-                    return
-                key, started = uuid.uuid4().hex, time.monotonic()
-                response = post(relay.url, key, http)
-                delivery = response.json().get("delivery") if response.status_code == 202 else None
-                answers.append((key, response.status_code, delivery, time.monotonic() - started))
-                time.sleep(0.05)
-
-    threads = [threading.Thread(target=client) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    try:
+    with Load(relay.url, clients=8) as load:
         time.sleep(6)
         broker_up.stop_node()
         time.sleep(8)
         broker_up.start_node()
         time.sleep(6)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(REQUEST_TIMEOUT + 35)
 
-    statuses = Counter(status for _key, status, _d, _s in answers)
-    deliveries = Counter(delivery for _key, _status, delivery, _s in answers)
-    slowest = max(seconds for *_rest, seconds in answers)
+    outcomes = load.outcomes
+    statuses = Counter(o.status for o in outcomes)
+    deliveries = Counter(o.delivery for o in outcomes)
+    slowest = max(o.seconds for o in outcomes)
     print(f"answers: {dict(statuses)}, {dict(deliveries)}; slowest {slowest:.2f} s")
     assert set(statuses) == {202}, statuses  # Pub/Sub was up all along: never a 503
     assert deliveries["confirmed"], deliveries
     assert deliveries["spooled"], deliveries
     assert slowest < REQUEST_TIMEOUT + MARGIN
-    accepted = {key for key, *_rest in answers}
+    accepted = {o.key for o in outcomes}
     arrived: Counter[str] = Counter()
     deadline = time.monotonic() + 120  # the emulator pushes again after each 503, with back-off
     while time.monotonic() < deadline and not accepted <= set(arrived):

@@ -14,14 +14,18 @@ from deploy.broker import BrokerNode
 from deploy.manifest import MANIFEST, load_manifest
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The repository's manifest on an exchange of this module's own, so queue names are too."""
+def manifest_on(folder: Path, exchange: str) -> Path:
+    """The repository's manifest on an exchange of a test's own, so queue names are too."""
     raw = yaml.safe_load(MANIFEST.read_text())
-    raw["defaults"]["env"]["AMQP_EXCHANGE"] = f"topo-{uuid.uuid4().hex[:8]}"
-    path = tmp_path_factory.mktemp("topology") / "functions.yaml"
+    raw["defaults"]["env"]["AMQP_EXCHANGE"] = exchange
+    path = folder / "functions.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return manifest_on(tmp_path_factory.mktemp("topology"), f"topo-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture
@@ -43,7 +47,7 @@ def topology(manifest: Path, capsys: pytest.CaptureFixture[str], *args: str) -> 
 
 
 def snapshot(broker: BrokerNode, exchange: str) -> list[str]:
-    """What rabbitmqctl reports of this module's exchanges, queues and bindings."""
+    """What rabbitmqctl reports of the exchanges, queues and bindings named after `exchange`."""
     lines = []
     for what, columns in (
         ("list_exchanges", ["name", "type", "durable", "arguments"]),
@@ -118,10 +122,8 @@ def test_another_queue_type_on_existing_queues_is_a_clear_406(
 def test_classic_queues_by_option(
     broker: BrokerNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    raw = yaml.safe_load(MANIFEST.read_text())
-    raw["defaults"]["env"]["AMQP_EXCHANGE"] = exchange = f"classic-{uuid.uuid4().hex[:8]}"
-    path = tmp_path / "functions.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    exchange = f"classic-{uuid.uuid4().hex[:8]}"
+    path = manifest_on(tmp_path, exchange)
 
     code, _ = topology(path, capsys, "--queue-type", "classic", "--only", "vm_isolate")
 

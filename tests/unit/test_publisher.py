@@ -18,7 +18,7 @@ from shared.errors import (
     PublishTimeoutError,
     UnroutableError,
 )
-from shared.publisher import Publisher, _InFlight, _Link
+from shared.publisher import Publisher, _Channel, _InFlight, _Link
 
 MESSAGE = Message("vm.isolate", b"{}", pika.BasicProperties(message_id="m-1"))
 
@@ -31,16 +31,61 @@ def frame(method: Any) -> SimpleNamespace:
     return SimpleNamespace(method=method)
 
 
+class FakeChannel:
+    """What the publisher uses of a pika channel; publishes are recorded, confirms sent by hand."""
+
+    def __init__(self) -> None:
+        self.is_open = True
+        self.published: list[str] = []
+        self.confirm: Any = None  # the publisher's ack/nack callback, once in confirm mode
+
+    def basic_publish(self, *args: Any, **_kwargs: Any) -> None:
+        self.published.append(args[3].message_id)
+
+    def close(self) -> None:
+        self.is_open = False
+
+    def add_on_close_callback(self, _callback: Any) -> None:
+        pass
+
+    def add_on_return_callback(self, _callback: Any) -> None:
+        pass
+
+    def confirm_delivery(self, *, ack_nack_callback: Any, callback: Any) -> None:
+        self.confirm = ack_nack_callback
+        asyncio.get_running_loop().call_soon(callback, None)  # Confirm.SelectOk
+
+
+class FakeConnection:
+    """Opens FakeChannels, as pika's connection.channel() does, a moment later."""
+
+    is_closing = is_closed = False
+
+    def __init__(self) -> None:
+        self.opened: list[FakeChannel] = []
+
+    def channel(self, *, on_open_callback: Any) -> None:
+        self.opened.append(FakeChannel())
+        asyncio.get_running_loop().call_soon(on_open_callback, self.opened[-1])
+
+
 async def link_with(publisher: Publisher, *message_ids: str) -> _Link:
-    """A link whose deliveries 1..n await confirms, as `_send` leaves them."""
+    """A link whose channel's deliveries 1..n await confirms, as `_send` leaves them."""
     loop = asyncio.get_running_loop()
     connection = SimpleNamespace(is_closing=False, is_closed=True)
-    link = _Link(closed=loop.create_future(), connection=connection)
+    channel = _Channel(FakeChannel())
+    link = _Link(closed=loop.create_future(), connection=connection, channel=channel)
+    link.channels.append(channel)
     for tag, message_id in enumerate(message_ids, start=1):
-        link.in_flight[tag] = _InFlight(message_id, loop.create_future())
-    link.next_tag = len(message_ids) + 1
+        channel.in_flight[tag] = _InFlight(message_id, loop.create_future())
+    channel.next_tag = len(message_ids) + 1
     publisher._link = link
     return link
+
+
+def current(link: _Link) -> _Channel:
+    assert link.channel is not None
+    return link.channel
 
 
 def outcome(link_futures: list[asyncio.Future[None]]) -> list[str]:
@@ -56,14 +101,17 @@ def test_acks_nacks_and_returns_reach_exactly_their_own_deliveries() -> None:
     async def scenario() -> list[str]:
         publisher = Publisher("x", publish_timeout=1, parameters=unusable_settings)
         link = await link_with(publisher, "a", "b", "c", "d", "e")
-        futures = [d.confirmed for d in link.in_flight.values()]
+        channel = current(link)
+        futures = [d.confirmed for d in channel.in_flight.values()]
         returned = SimpleNamespace(
             routing_key="vm.isolate", exchange="x", reply_code=312, reply_text="NO_ROUTE"
         )
         # A basic.return comes before the ack that covers its message.
-        publisher._on_return(link, None, returned, SimpleNamespace(message_id="b"), b"")
-        publisher._on_confirm(link, frame(pika.spec.Basic.Ack(delivery_tag=3, multiple=True)))
-        publisher._on_confirm(link, frame(pika.spec.Basic.Nack(delivery_tag=5, multiple=False)))
+        publisher._on_return(channel, None, returned, SimpleNamespace(message_id="b"), b"")
+        ack = pika.spec.Basic.Ack(delivery_tag=3, multiple=True)
+        publisher._on_confirm(link, channel, frame(ack))
+        nack = pika.spec.Basic.Nack(delivery_tag=5, multiple=False)
+        publisher._on_confirm(link, channel, frame(nack))
         for future in futures:
             if future.done():
                 future.exception()  # retrieved: no "never retrieved" warning
@@ -78,14 +126,71 @@ def test_acks_nacks_and_returns_reach_exactly_their_own_deliveries() -> None:
     ]
 
 
+def test_a_nack_retires_the_channel_and_the_next_publish_goes_to_a_new_one() -> None:
+    """A channel nacked once may be bound to a lost quorum queue leader, and then nacks every
+    later publish: the next publishes take a new channel on the same connection, and the old
+    one is closed once the confirms it still awaits are in."""
+
+    async def scenario() -> None:
+        publisher = Publisher("x", publish_timeout=1, parameters=unusable_settings)
+        publisher._claim(asyncio.get_running_loop())
+        link = await link_with(publisher, "a", "b")
+        link.connection = FakeConnection()
+        old = current(link)
+        futures = [d.confirmed for d in old.in_flight.values()]
+
+        publisher._on_confirm(link, old, frame(pika.spec.Basic.Nack(delivery_tag=1)))
+        assert old.retired
+        assert old.amqp.is_open  # "b" still awaits its confirm there
+        publishing = asyncio.ensure_future(publisher.publish(MESSAGE))
+        await asyncio.sleep(0.01)
+        [new] = link.connection.opened
+        assert new.published == ["m-1"]
+        assert old.amqp.published == []
+
+        publisher._on_confirm(link, old, frame(pika.spec.Basic.Ack(delivery_tag=2)))
+        assert not old.amqp.is_open
+        new.confirm(frame(pika.spec.Basic.Ack(delivery_tag=1)))
+        await publishing
+        assert publisher._link is link  # the same connection throughout
+        assert outcome(futures) == [PublishRejectedError.__name__, "ack"]
+
+    asyncio.run(scenario())
+
+
+def test_requests_waiting_for_a_new_channel_share_it_or_the_next_if_it_is_nacked_meanwhile() -> (
+    None
+):
+    async def scenario() -> None:
+        publisher = Publisher("x", publish_timeout=1, parameters=unusable_settings)
+        publisher._claim(asyncio.get_running_loop())
+        link = await link_with(publisher, "a")
+        link.connection = connection = FakeConnection()
+        nacked = current(link).in_flight[1].confirmed
+        publisher._on_confirm(link, current(link), frame(pika.spec.Basic.Nack(delivery_tag=1)))
+        assert isinstance(nacked.exception(), PublishRejectedError)
+
+        waiting = [asyncio.ensure_future(publisher._ready_channel(link)) for _ in range(3)]
+        await asyncio.sleep(0)  # all three wait for one new channel
+        assert link.renewing is not None
+        # That channel is nacked in turn before the waiting requests resume.
+        link.renewing.add_done_callback(lambda _: setattr(current(link), "retired", True))
+        channels = await asyncio.gather(*waiting)
+
+        assert len(connection.opened) == 2
+        assert {channel.amqp for channel in channels} == {connection.opened[1]}
+
+    asyncio.run(scenario())
+
+
 def test_connection_blocked_answers_the_publishes_held_by_the_broker_at_once() -> None:
     async def scenario() -> list[str]:
         publisher = Publisher("x", publish_timeout=1, parameters=unusable_settings)
         link = await link_with(publisher, "a", "b")
-        futures = [d.confirmed for d in link.in_flight.values()]
+        futures = [d.confirmed for d in current(link).in_flight.values()]
         publisher._set_blocked(link, True)
         with pytest.raises(BrokerBlockedError):
-            await publisher._send(link, MESSAGE)
+            await publisher._send(link, current(link), MESSAGE)
         return outcome(futures)
 
     assert asyncio.run(scenario()) == [BrokerBlockedError.__name__] * 2
@@ -135,12 +240,12 @@ def test_a_slow_confirm_does_not_drop_a_link_that_confirms_others() -> None:
         publisher = Publisher("x", publish_timeout=0.2, parameters=unusable_settings)
         publisher._claim(asyncio.get_running_loop())
         link = await link_with(publisher)
-        link.channel = SimpleNamespace(basic_publish=lambda *args, **kwargs: None)
         slow = asyncio.ensure_future(publisher.publish(MESSAGE))
         await asyncio.sleep(0.05)
         other = _InFlight("other", asyncio.get_running_loop().create_future())
-        link.in_flight[99] = other
-        publisher._on_confirm(link, frame(pika.spec.Basic.Ack(delivery_tag=99, multiple=False)))
+        current(link).in_flight[99] = other
+        ack = pika.spec.Basic.Ack(delivery_tag=99, multiple=False)
+        publisher._on_confirm(link, current(link), frame(ack))
         with pytest.raises(PublishTimeoutError):
             await slow
         return publisher._link is link, outcome([other.confirmed])
@@ -152,8 +257,7 @@ def test_no_confirm_at_all_within_the_deadline_drops_the_link() -> None:
     async def scenario() -> bool:
         publisher = Publisher("x", publish_timeout=0.1, parameters=unusable_settings)
         publisher._claim(asyncio.get_running_loop())
-        link = await link_with(publisher)
-        link.channel = SimpleNamespace(basic_publish=lambda *args, **kwargs: None)
+        await link_with(publisher)
         with pytest.raises(PublishTimeoutError):
             await publisher.publish(MESSAGE)
         return publisher._link is None
