@@ -55,10 +55,16 @@ def function_document(api: FunctionApi) -> dict[str, Any]:
     schemas |= _problem_schemas()
     schemas["Accepted"] = {
         "type": "object",
-        "required": ["id", "routing_key"],
+        "required": ["id", "routing_key", "delivery"],
         "properties": {
             "id": {"type": "string", "description": "The event id: the AMQP message_id."},
             "routing_key": {"type": "string", "const": api.routing_key},
+            "delivery": {
+                "type": "string",
+                "enum": ["confirmed", "spooled"],
+                "description": "Who holds it: the broker (confirmed), or the spool while the "
+                "broker is down (Pub/Sub acknowledged it; the drain republishes it).",
+            },
         },
     }
     security_schemes, security, parameters = _security(api)
@@ -94,7 +100,8 @@ def function_document(api: FunctionApi) -> dict[str, Any]:
             "title": f"event-relay: {api.name}",
             "version": "1",
             "description": (
-                f"POST one {api.name} event as JSON; a 202 means the broker confirmed it under "
+                f"POST one {api.name} event as JSON; a 202 means it is durably held (the broker "
+                "confirmed it, or the spool did while the broker is down) under "
                 f"routing key {api.routing_key}. Errors are RFC 9457 problem+json."
             ),
         },
@@ -174,7 +181,7 @@ def _problem(description: str, schema: str = "Problem", **headers: str) -> dict[
 def _responses(api: FunctionApi) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "202": {
-            "description": "The broker confirmed the message.",
+            "description": "The message is held: the broker confirmed it, or the spool did.",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
         },
         "400": _problem(
@@ -196,7 +203,7 @@ def _responses(api: FunctionApi) -> dict[str, Any]:
         ),
         "503": _problem(
             "Ours: the broker is unreachable, blocked, slow to confirm or refused the message, "
-            "or a secret could not be read. Retry.",
+            "or a secret could not be read, and the spool (if any) did not take it. Retry.",
             **{"Retry-After": "Seconds to wait before retrying."},
         ),
     }

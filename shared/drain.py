@@ -30,11 +30,12 @@ from shared.errors import (
     UnavailableError,
     UnroutableError,
 )
-from shared.logs import RequestRecord
+from shared.logs import RequestRecord, set_trace
 from shared.problems import internal_error_response, problem_response
 from shared.publisher import Publisher
 from shared.request_body import parse_json_object, read_body
 from shared.spool import SpooledMessageError, unspooled
+from shared.trace import trace_of
 
 log = logging.getLogger("event_relay.drain")
 
@@ -50,6 +51,7 @@ class Drain:
 
     async def handle(self, request: Request) -> Response:
         started = time.monotonic()
+        set_trace(None)
         fields: RequestRecord = {"path": request.scope["path"]}
         try:
             if request.method != "POST":
@@ -59,6 +61,7 @@ class Drain:
             fields["event_id"] = attributes.get("message_id", "")
             fields["routing_key"] = attributes.get("routing_key", "")
             exchange, message = unspooled(data, attributes)
+            set_trace(trace_of(message.properties.headers or {}))  # the alert's own trace
             if exchange != self._publisher.exchange:  # a setting to fix: keep it meanwhile
                 raise SpooledMessageError(
                     f"spooled for exchange {exchange!r}, the drain publishes to "

@@ -12,13 +12,19 @@ from typing import TYPE_CHECKING, TypedDict
 
 from pythonjsonlogger.json import JsonFormatter
 
+from shared.trace import TraceContext
+
 if TYPE_CHECKING:  # only a type: the adapters' import stays out of the logs' start
     from shared.adapters import Skip
 
 LOGGER_NAME = "event_relay"
 TRACE_FIELD = "logging.googleapis.com/trace"
 
-trace_context: ContextVar[str | None] = ContextVar("trace_context", default=None)
+SPAN_FIELD = "logging.googleapis.com/spanId"
+SAMPLED_FIELD = "logging.googleapis.com/trace_sampled"
+
+# The current request's trace fields, as Cloud Logging names them.
+trace_fields: ContextVar[dict[str, object] | None] = ContextVar("trace_fields", default=None)
 _project: str | None = None  # GOOGLE_CLOUD_PROJECT: Cloud Logging wants the trace's project
 
 
@@ -43,22 +49,23 @@ class RequestRecord(TypedDict, total=False):
 
 
 class _TraceFilter(logging.Filter):
-    """Adds the Cloud Trace id of the current request, so its lines group in Cloud Logging."""
+    """Adds the trace and span of the current request, so its lines join the trace in Cloud
+    Logging (and the orchestrator's, which the messages' traceparent names)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        trace = trace_context.get()
-        if trace is not None:
-            setattr(record, TRACE_FIELD, trace)
+        fields = trace_fields.get()
+        if fields is not None:
+            record.__dict__.update(fields)
         return True
 
 
-def set_trace(header: str | None) -> None:
-    """Remember the trace id from an `X-Cloud-Trace-Context: TRACE/SPAN;o=1` header."""
-    trace_id = (header or "").split("/", 1)[0]
-    if not trace_id.isalnum():
-        trace_context.set(None)
+def set_trace(trace: TraceContext | None) -> None:
+    """Make `trace` the one the current request's lines carry."""
+    if trace is None:
+        trace_fields.set(None)
         return
-    trace_context.set(f"projects/{_project}/traces/{trace_id}" if _project else trace_id)
+    name = f"projects/{_project}/traces/{trace.trace_id}" if _project else trace.trace_id
+    trace_fields.set({TRACE_FIELD: name, SPAN_FIELD: trace.span_id, SAMPLED_FIELD: trace.sampled})
 
 
 def configure_logging(level: str = "INFO", project: str | None = None) -> logging.Logger:

@@ -37,6 +37,7 @@ from shared.request_body import (
     validate_event,
 )
 from shared.schemas import Event
+from shared.trace import TraceContext, trace_of
 from shared.vocabulary import IDEMPOTENCY_KEY_PATTERN
 
 log = logging.getLogger("event_relay.request")
@@ -89,7 +90,8 @@ class Relay:
     async def handle(self, request: Request) -> Response:
         started = time.monotonic()
         headers = _header_fields(request.scope["headers"])
-        set_trace(headers.get("x-cloud-trace-context"))
+        trace = trace_of(headers)
+        set_trace(trace)
         # The raw ASGI path: request.url would build a whole URL object for every request.
         path: str = request.scope["path"]
         fields: RequestRecord = {"event_type": self.model.event_type, "path": path}
@@ -100,7 +102,7 @@ class Relay:
             adapter = self._routes.adapter_for(path)
             if adapter is not None:
                 fields["sender"] = adapter.sender.name
-            accepted = await self._accept(request, headers, adapter)
+            accepted = await self._accept(request, headers, adapter, trace)
             accepted_fields = accepted.log_fields
             outcomes = await self._deliverer.deliver(accepted.messages, started)
             answer, accepted_fields = accepted.delivered(outcomes)
@@ -124,7 +126,11 @@ class Relay:
         return response
 
     async def _accept(
-        self, request: Request, headers: dict[str, str], adapter: Adapter | None
+        self,
+        request: Request,
+        headers: dict[str, str],
+        adapter: Adapter | None,
+        trace: TraceContext | None,
     ) -> Accepted:
         """Read, authenticate, parse and validate: Accepted, or the RequestError why not."""
         body = await read_body(
@@ -136,17 +142,23 @@ class Relay:
         check_json_content_type(headers.get("content-type"))
         document = parse_json_object(body)
         if adapter is not None:
-            return self._adapt(adapter, document)
+            return self._adapt(adapter, document, trace)
         event = validate_event(self.model, body)
         event_id = delivery_id or _idempotency_key(headers) or str(uuid.uuid4())
         routing_key = self.model.routing_key
         message = build_message(
-            event, event_type=self.model.event_type, event_id=event_id, routing_key=routing_key
+            event,
+            event_type=self.model.event_type,
+            event_id=event_id,
+            routing_key=routing_key,
+            trace=trace,
         )
         answer = {"id": event_id, "routing_key": routing_key}
         return Accepted([message], answer, {"event_id": event_id, "routing_key": routing_key})
 
-    def _adapt(self, adapter: Adapter, document: dict[str, Any]) -> Accepted:
+    def _adapt(
+        self, adapter: Adapter, document: dict[str, Any], trace: TraceContext | None
+    ) -> Accepted:
         """One message per alert; a 422 only when no alert is valid."""
         candidates, skipped = adapter.candidates(document)
         messages: list[Message] = []
@@ -163,6 +175,7 @@ class Relay:
                     event_type=self.model.event_type + suffix,
                     event_id=candidate.event_id,
                     routing_key=self.model.routing_key + suffix,
+                    trace=trace,
                 )
             )
         if refused and not messages:

@@ -97,9 +97,10 @@ def local_run(
             os.kill(pid, signal.SIGKILL)
 
 
-def post_the_printed_curl(output: Output) -> httpx.Response:
-    """Send what the printed curl example sends, once the run says it tails the queues."""
-    curl = shlex.split(output.wait_for("curl ").strip())
+def post_the_printed_curl(output: Output, curl_line: str | None = None) -> httpx.Response:
+    """Send what the printed curl example sends (the next one printed, unless given), once the
+    run says it tails the queues."""
+    curl = shlex.split((curl_line or output.wait_for("curl ")).strip())
     output.wait_for("tailing the queues")
     headers = dict(h.split(": ", 1) for h in curl[curl.index("-H") + 1 :: 2] if ": " in h)
     body = Path(curl[curl.index("--data-binary") + 1].removeprefix("@")).read_bytes()
@@ -160,10 +161,10 @@ def test_with_the_spool_an_alert_posted_while_the_broker_is_stopped_arrives_once
     pubsub: PubSubEmulator,  # unused but for its skip, saying why, where the emulator is missing
 ) -> None:
     with local_run(tmp_path, free_port(), "--queue-type=quorum") as (process, output):  # all
-        hint = output.wait_for("the spool is on")
+        curl, hint = output.wait_for_each("curl ", "the spool is on")
         ctl = hint.split("`")[1].split()[0]  # the printed broker-ctl, as a developer copies it
         subprocess.run([ctl, "stop_app"], check=True, capture_output=True, timeout=60)
-        spooled = post_the_printed_curl(output)
+        spooled = post_the_printed_curl(output, curl)
         subprocess.run([ctl, "start_app"], check=True, capture_output=True, timeout=60)
 
         assert spooled.status_code == 202, spooled.text
