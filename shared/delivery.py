@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from shared.envelope import Message
-from shared.errors import UnavailableError
+from shared.errors import SpoolUnavailableError, UnavailableError
 from shared.publisher import Publisher
-from shared.spool import Spool, SpoolUnavailableError
+from shared.spool import Spool
 
 Delivered = Literal["confirmed", "spooled"]
 SPOOL_MIN_SECONDS = 1.0  # what a broker attempt must leave the spool of the request's budget

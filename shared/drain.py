@@ -27,6 +27,7 @@ from shared.errors import (
     MethodNotAllowedError,
     RelayError,
     RequestError,
+    SpooledMessageError,
     UnavailableError,
     UnroutableError,
 )
@@ -34,7 +35,7 @@ from shared.logs import RequestRecord, set_trace
 from shared.problems import internal_error_response, problem_response
 from shared.publisher import Publisher
 from shared.request_body import parse_json_object, read_body
-from shared.spool import SpooledMessageError, unspooled
+from shared.spool import unspooled
 from shared.trace import trace_of
 
 log = logging.getLogger("event_relay.drain")

@@ -141,3 +141,19 @@ class SecretUnavailableError(
     public_detail="A setting of this function could not be read.",
 ):
     """A secret setting could not be read (missing, permission denied, wrong project)."""
+
+
+class SpoolUnavailableError(UnavailableError, slug="spool-unavailable"):
+    """Pub/Sub did not acknowledge a spooled message in time."""
+
+
+# --- the drain ---------------------------------------------------------------------------
+
+
+class SpooledMessageError(RelayError):
+    """A message on the spool that the drain cannot republish; `permanent` when it never will
+    be (not ours, or tampered with) rather than not yet (a newer event type, another exchange)."""
+
+    def __init__(self, reason: str, *, permanent: bool) -> None:
+        super().__init__(reason)
+        self.permanent = permanent

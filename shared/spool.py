@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pika import BasicProperties
 
 from shared.envelope import APP_ID, PERSISTENT, Message
-from shared.errors import RelayError, UnavailableError
+from shared.errors import SpooledMessageError, SpoolUnavailableError
 from shared.schemas import EVENT_TYPES
 from shared.vocabulary import RESOLVED, TEST
 
@@ -34,19 +34,6 @@ if TYPE_CHECKING:
 EXCHANGE, ROUTING_KEY, DIGEST = "exchange", "routing_key", "body_sha256"
 PROPERTIES = ("message_id", "type", "timestamp", "content_type", "content_encoding", "app_id")
 _TYPE = re.compile(rf"{re.escape(APP_ID)}\.([a-z][a-z0-9_]*)(?:\.({RESOLVED}|{TEST}))?")
-
-
-class SpoolUnavailableError(UnavailableError, slug="spool-unavailable"):
-    """Pub/Sub did not acknowledge a spooled message in time."""
-
-
-class SpooledMessageError(RelayError):
-    """A message on the spool that the drain cannot republish; `permanent` when it never will
-    be (not ours, or tampered with) rather than not yet (a newer event type, another exchange)."""
-
-    def __init__(self, reason: str, *, permanent: bool) -> None:
-        super().__init__(reason)
-        self.permanent = permanent
 
 
 def spooled_attributes(message: Message, exchange: str) -> dict[str, str]:

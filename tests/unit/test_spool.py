@@ -7,8 +7,9 @@ import json
 import pytest
 
 from shared.envelope import build_message
+from shared.errors import SpooledMessageError
 from shared.schemas import VmIsolate
-from shared.spool import SpooledMessageError, spooled_attributes, unspooled
+from shared.spool import spooled_attributes, unspooled
 from tests.e2e.conftest import EVENT
 
 PROPERTIES = ("message_id", "type", "timestamp", "content_type", "content_encoding", "app_id")
