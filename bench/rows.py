@@ -9,6 +9,8 @@
         floor of any pydantic + pika function (cold start only, no load)
     d   raw pika, no HTTP: one thread, one message at a time, each waiting for its confirm
     f+  f with uvloop and httptools importable (the stretch goal: a against f+)
+    x   a as served from another checkout (`--candidate DIR`): a change measured side by side
+        with the code it changes, in the same rounds
 
 uvloop and httptools are installed in the bench's environment: event-relay deploys them
 (requirements.txt), so (a) uses them; the baselines run as their users would write them, so
@@ -25,7 +27,7 @@ from bench.servers import ServerSpec, process_env
 from deploy import REPO
 from deploy.function_process import FunctionProcess
 from deploy.local import local_env
-from deploy.manifest import load_manifest
+from deploy.manifest import Function, load_manifest
 
 BENCH = REPO / "bench"
 BASELINES = BENCH / "baselines"
@@ -38,7 +40,8 @@ HTTP_ROWS = ("a", "b", "f", "c")
 COLD_ONLY_ROWS = ("i",)
 SPEEDUP_ROWS = ("f+",)
 RAW_ROW = "d"
-ALL_ROWS = (*HTTP_ROWS, *COLD_ONLY_ROWS, RAW_ROW, *SPEEDUP_ROWS)
+CANDIDATE_ROW = "x"
+ALL_ROWS = (*HTTP_ROWS, *COLD_ONLY_ROWS, RAW_ROW, *SPEEDUP_ROWS, CANDIDATE_ROW)
 
 LABELS = {
     "a": "event-relay as deployed: ASGI function, pika AsyncioConnection",
@@ -48,14 +51,29 @@ LABELS = {
     "i": "c + pydantic and pika imported: the import floor (cold start only)",
     "d": "raw pika, one thread, one confirmed publish at a time",
     "f+": "FastAPI + aio-pika with uvloop + httptools",
+    "x": "a from the candidate checkout (--candidate)",
 }
+
+
+def _relay_function() -> Function:
+    return next(f for f in load_manifest() if f.name == RELAY_FUNCTION)
+
+
+def deployed_concurrency() -> int:
+    """The concurrency per instance deploy/functions.yaml deploys vm_isolate with."""
+    return _relay_function().concurrency
+
+
+def deployed_connection_bound() -> int:
+    """The most broker connections the manifest lets its functions open at once: the sum over
+    the functions of max_instances times workers (one connection per worker process)."""
+    return sum(f.max_instances * f.workers for f in load_manifest())
 
 
 def deployed_env() -> dict[str, str]:
     """The environment deploy/functions.yaml deploys vm_isolate with (WORKERS, FUNCTION_USE_ASGI,
     AUTH_MODE, its env vars), as `nox -s dev` runs it: without the cloud's secret mounts."""
-    function = next(f for f in load_manifest() if f.name == RELAY_FUNCTION)
-    return local_env(function)
+    return local_env(_relay_function())
 
 
 def _function_command(name: str, source_dir: Path, python: str) -> tuple[str, ...]:
@@ -66,10 +84,14 @@ def _function_command(name: str, source_dir: Path, python: str) -> tuple[str, ..
 
 
 def server_specs(
-    broker_env: dict[str, str], token: str, *, python: str = sys.executable
+    broker_env: dict[str, str],
+    token: str,
+    *,
+    python: str = sys.executable,
+    candidate: Path | None = None,
 ) -> dict[str, ServerSpec]:
     """Every HTTP row, all on the same broker, all expecting `Authorization: Bearer <token>`
-    (except the hello world, which checks nothing)."""
+    (except the hello world, which checks nothing). `candidate`: a checkout to serve as (x)."""
 
     def env(extra: dict[str, str], *, speedups: bool) -> dict[str, str]:
         path = [REPO] if speedups else [NO_SPEEDUPS, REPO]
@@ -100,7 +122,7 @@ def server_specs(
         "--port",
         "{port}",
     )
-    return {
+    specs = {
         "a": ServerSpec("a", LABELS["a"], relay, env(relay_env, speedups=True), RELAY_DIR),
         "b": ServerSpec(
             "b",
@@ -116,6 +138,17 @@ def server_specs(
             "f+", LABELS["f+"], uvicorn, env(baseline_env, speedups=True), REPO, cold_start=False
         ),
     }
+    if candidate is not None:
+        # The same environment as (a), its code from the other checkout.
+        source = candidate / "functions" / RELAY_FUNCTION
+        specs["x"] = ServerSpec(
+            "x",
+            f"{LABELS['a']}, from {candidate}",
+            _function_command(RELAY_FUNCTION, source, python),
+            process_env({**broker_env, **relay_env}, pythonpath=[candidate]),
+            source,
+        )
+    return specs
 
 
 def raw_command(python: str, seconds: float, max_messages: int) -> list[str]:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.machine import process_tree
+from bench.machine import cpu_seconds, peak_rss_kib, process_tree
 from deploy.broker import free_port
 
 
@@ -96,9 +96,13 @@ class Server:
         pids = self.pids()
         return pids[-1] if pids else 0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of all the server's processes so far."""
+        return cpu_seconds(self.pids())
+
     def peak_rss_kib(self) -> int:
         """Sum of VmHWM over the server's processes (gunicorn master + worker)."""
-        return sum(_vm_hwm_kib(pid) for pid in self.pids())
+        return sum(peak_rss_kib(pid) for pid in self.pids())
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -118,16 +122,6 @@ class Server:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def _vm_hwm_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def cold_start(
