@@ -25,7 +25,8 @@ from deploy.broker import BrokerNode
 
 MAX_REQUESTS = 2_000_000  # per cell: a bound in count besides the bound in time
 BUSY_MACHINE_CORES = 0.4  # CPU used by other work during a cell that makes it noisy
-TRACED_ROWS = ("a", "f", "c", CANDIDATE_ROW)  # strace -c: ours, the usual design, the ceiling
+# strace -c: ours, the usual design, a bare function on our HTTP stack, a candidate change
+TRACED_ROWS = ("a", "f", "c+", CANDIDATE_ROW)
 
 
 @dataclass(frozen=True)

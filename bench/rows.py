@@ -9,6 +9,8 @@
         floor of any pydantic + pika function (cold start only, no load)
     d   raw pika, no HTTP: one thread, one message at a time, each waiting for its confirm
     f+  f with uvloop and httptools importable (the stretch goal: a against f+)
+    c+  c with uvloop and httptools importable: the same HTTP stack as a, so a/c+ is the cost
+        of everything a does above answering
     x   a as served from another checkout (`--candidate DIR`): a change measured side by side
         with the code it changes, in the same rounds
 
@@ -38,7 +40,8 @@ RELAY_DIR = REPO / "functions" / RELAY_FUNCTION
 
 HTTP_ROWS = ("a", "b", "f", "c")
 COLD_ONLY_ROWS = ("i",)
-SPEEDUP_ROWS = ("f+",)
+SPEEDUP_ROWS = ("f+", "c+")
+BARE_ROWS = ("c", "c+")  # hello worlds: the CPU per event of answering, and nothing else
 RAW_ROW = "d"
 CANDIDATE_ROW = "x"
 ALL_ROWS = (*HTTP_ROWS, *COLD_ONLY_ROWS, RAW_ROW, *SPEEDUP_ROWS, CANDIDATE_ROW)
@@ -51,6 +54,7 @@ LABELS = {
     "i": "c + pydantic and pika imported: the import floor (cold start only)",
     "d": "raw pika, one thread, one confirmed publish at a time",
     "f+": "FastAPI + aio-pika with uvloop + httptools",
+    "c+": "hello world with uvloop + httptools: (a)'s HTTP stack, no publish",
     "x": "a from the candidate checkout (--candidate)",
 }
 
@@ -104,12 +108,19 @@ def server_specs(
     baseline_env = {"BENCH_TOKEN": token}
     relay = _function_command(RELAY_FUNCTION, RELAY_DIR, python)
 
-    def hello(key: str, folder: Path, *, loaded: bool = True) -> ServerSpec:
+    def hello(key: str, folder: Path, *, loaded: bool = True, speedups: bool = False) -> ServerSpec:
         """A non-publishing `hello` function in ASGI mode, as (a) is served."""
         command = _function_command("hello", folder, python)
-        hello_env = env({"FUNCTION_USE_ASGI": "1"}, speedups=False)
+        hello_env = env({"FUNCTION_USE_ASGI": "1"}, speedups=speedups)
         return ServerSpec(
-            key, LABELS[key], command, hello_env, folder, publishes=False, loaded=loaded
+            key,
+            LABELS[key],
+            command,
+            hello_env,
+            folder,
+            publishes=False,
+            loaded=loaded,
+            cold_start=not speedups,
         )
 
     uvicorn = (
@@ -134,6 +145,7 @@ def server_specs(
         "f": ServerSpec("f", LABELS["f"], uvicorn, env(baseline_env, speedups=False), REPO),
         "c": hello("c", BASELINES / "hello"),
         "i": hello("i", BASELINES / "import_floor", loaded=False),
+        "c+": hello("c+", BASELINES / "hello", speedups=True),
         "f+": ServerSpec(
             "f+", LABELS["f+"], uvicorn, env(baseline_env, speedups=True), REPO, cold_start=False
         ),

@@ -26,6 +26,7 @@ from bench.modes import MODES, BrokerMode, ModeUnavailable, broker_mode
 from bench.phase import BUSY_MACHINE_CORES, Phase, Plan, Results, say
 from bench.rows import (
     ALL_ROWS,
+    BARE_ROWS,
     CANDIDATE_ROW,
     COLD_ONLY_ROWS,
     HTTP_ROWS,
@@ -51,7 +52,7 @@ def parse_args(argv: list[str]) -> Plan:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"one short round at 8 and {deployed}, no + row, no profile: under two minutes",
+        help=f"one short round at 8 and {deployed}, no f+ row, no profile: under two minutes",
     )
     parser.add_argument("--rows", help=f"comma-separated subset of {','.join(ALL_ROWS)}")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
@@ -70,7 +71,7 @@ def parse_args(argv: list[str]) -> Plan:
     parser.add_argument(
         "--trace-seconds",
         type=float,
-        help="strace -c on (a), (f), (c) for this long each (default 3, quick 0 = off)",
+        help="strace -c on (a), (f), (c+) for this long each (default 3, quick 0 = off)",
     )
     parser.add_argument(
         "--scale-out",
@@ -92,7 +93,8 @@ def parse_args(argv: list[str]) -> Plan:
     if args.rows:
         rows = args.rows.split(",")
     else:
-        rows = [*HTTP_ROWS, *COLD_ONLY_ROWS, RAW_ROW, *([] if quick else SPEEDUP_ROWS)]
+        speedups = [r for r in SPEEDUP_ROWS if not quick or r in BARE_ROWS]
+        rows = [*HTTP_ROWS, *COLD_ONLY_ROWS, RAW_ROW, *speedups]
     if args.candidate is not None:
         if not (args.candidate / "functions" / "vm_isolate" / "main.py").exists():
             parser.error(f"{args.candidate} is not a checkout of event-relay")

@@ -161,9 +161,12 @@ def targets(
     rounds = Rounds(cells)
     found: list[Check] = []
     key = [c for c in (RAW_BESIDE, deployed) if c in concurrencies]
+    # The bare function on (a)'s own HTTP stack, when measured: the issue's figures for the
+    # hello world (70-78 µs) are those of c+, not of c without uvloop and httptools (~160).
+    bare = "c+" if any(cell.row == "c+" for cell in cells) else "c"
     for mode in modes:
         for c in key:
-            found.append(rounds.check("cpu_us", "a", "c", mode, c, 3.0, at_most=True))
+            found.append(rounds.check("cpu_us", "a", bare, mode, c, 3.0, at_most=True))
             found.append(rounds.check("cpu_us", "a", "f", mode, c, 0.4, at_most=True))
     if "tmpfs" in modes:
         found += [rounds.check("rate", "a", "f", "tmpfs", c, 2.0) for c in key]
@@ -205,6 +208,7 @@ def ratio_grid(
         ("rate", "a", "f"),
         ("cpu_us", "a", "f"),
         ("cpu_us", "a", "c"),
+        ("cpu_us", "a", "c+"),
         ("p99_ms", "a", "f"),
         ("rate", "a", "c"),
     ]
