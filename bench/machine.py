@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 PACKAGES = (
@@ -27,27 +27,40 @@ PACKAGES = (
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def describe(rabbitmq_version: str) -> dict[str, object]:
+_VERSIONS = """
+import json, sys
+from importlib import metadata
+def version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+packages = {name: version(name) for name in sys.argv[1:]}
+print(json.dumps({"python": sys.version.split()[0], "packages": packages}))
+"""
+
+
+def describe(rabbitmq_version: str, python: str = sys.executable) -> dict[str, object]:
+    """The machine, and the interpreter the rows run on with its packages' versions."""
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    found = subprocess.run(
+        [python, "-c", _VERSIONS, *PACKAGES], capture_output=True, text=True, check=True
+    )
+    interpreter = json.loads(found.stdout)
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "kernel": platform.release(),
-        "python": sys.version.split()[0],
+        "python": interpreter["python"],
+        "python_path": python,
         "rabbitmq": rabbitmq_version,
         "wrk": (wrk.stdout or wrk.stderr).splitlines()[0] if (wrk.stdout or wrk.stderr) else "",
-        "packages": versions,
+        "packages": interpreter["packages"],
         "load_average_at_start": os.getloadavg(),
     }
 

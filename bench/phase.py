@@ -43,6 +43,7 @@ class Plan:
     scale_out: int  # connections opened at once; 0: not measured
     deployed: int  # the concurrency per instance deploy/functions.yaml deploys
     candidate: Path | None
+    python: str  # the interpreter of the rows' servers and of (d)
     publish: bool
     quick: bool
 
@@ -101,7 +102,9 @@ class Phase:
         self.authorization = f"Bearer {token}"
         self.body = EVENT_FILE.read_bytes()
         self.headers = {"Content-Type": "application/json", "Authorization": self.authorization}
-        self.specs = server_specs(node.client_env(), token, candidate=plan.candidate)
+        self.specs = server_specs(
+            node.client_env(), token, python=plan.python, candidate=plan.candidate
+        )
         self.queue = BenchQueue(node)
         self.servers: dict[str, Server] = {}
         self.cpu = machine.CpuWindow()
@@ -187,7 +190,7 @@ class Phase:
         self.cpu.start(pids)
         started = time.perf_counter()
         if row == RAW_ROW:
-            command = raw_command(sys.executable, self.plan.seconds, MAX_REQUESTS)
+            command = raw_command(self.plan.python, self.plan.seconds, MAX_REQUESTS)
             cell, rss = run_raw(
                 command,
                 raw_env(self.node.client_env()),

@@ -22,6 +22,8 @@ functions-framework pick them up whenever they are present. (f+) shows FastAPI w
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -161,6 +163,20 @@ def server_specs(
             source,
         )
     return specs
+
+
+def compile_sources(python: str, candidate: Path | None = None) -> None:
+    """Byte-compile the rows' own code, as the functions-framework buildpack does for every
+    deployment (`python3 -m compileall -f -q .`): without it, a machine that does not write
+    bytecode (PYTHONDONTWRITEBYTECODE) would compile event-relay's modules at every cold start,
+    ~30 ms that no deployed instance spends. Installed packages are compiled by pip."""
+    roots = [REPO / "shared", REPO / "functions", BASELINES]
+    if candidate is not None:
+        roots += [candidate / "shared", candidate / "functions"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run(
+        [python, "-m", "compileall", "-q", *map(str, roots)], env=env, check=True, timeout=120
+    )
 
 
 def raw_command(python: str, seconds: float, max_messages: int) -> list[str]:

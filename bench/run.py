@@ -33,6 +33,7 @@ from bench.rows import (
     LABELS,
     RAW_ROW,
     SPEEDUP_ROWS,
+    compile_sources,
     deployed_concurrency,
     deployed_connection_bound,
     raw_env,
@@ -84,6 +85,12 @@ def parse_args(argv: list[str]) -> Plan:
         help="another checkout of event-relay, served as row (x) beside (a) in the same rounds",
     )
     parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter the rows run on (a virtualenv with requirements-bench.txt), e.g. "
+        "the Python version deploy/functions.yaml deploys; default: this one",
+    )
+    parser.add_argument(
         "--publish",
         action="store_true",
         help=f"also write the chart to {PUBLISHED_CHART.relative_to(REPO)}",
@@ -131,6 +138,7 @@ def parse_args(argv: list[str]) -> Plan:
         scale_out=option(args.scale_out, bound, bound),
         deployed=deployed,
         candidate=args.candidate.resolve() if args.candidate else None,
+        python=args.python,
         publish=args.publish,
         quick=quick,
     )
@@ -166,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     began = time.monotonic()
     results = Results()
+    compile_sources(plan.python, plan.candidate)
     with tempfile.TemporaryDirectory(prefix="event-relay-bench-") as work:
         for index, name in enumerate(plan.modes):
             try:
@@ -199,7 +208,7 @@ def publish_results(plan: Plan, results: Results, stamp: str, took: float) -> in
         concurrencies=plan.concurrencies,
         candidate=plan.candidate is not None,
     )
-    described = machine.describe(results.rabbitmq)
+    described = machine.describe(results.rabbitmq, plan.python)
     where = (
         f"{described['cpu']}, {described['cores']} cores, Linux {described['kernel']}, "
         f"Python {described['python']}, RabbitMQ {results.rabbitmq}"

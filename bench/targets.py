@@ -181,10 +181,11 @@ def targets(
 
 
 def cold_check(top: str, bottom: str, cold: dict[str, list[float]], limit: float | None) -> Check:
-    """Launch by launch (the rows' launches were interleaved), as rounds are for the cells."""
-    pairs = zip(cold.get(top, []), cold.get(bottom, []), strict=False)
-    values = [t / b for t, b in pairs if b > 0]
-    return Check("cold start", top, bottom, None, None, values, limit, at_most=True)
+    """The ratio of the rows' median cold starts (their launches were interleaved)."""
+    if not cold.get(top) or not cold.get(bottom):
+        return Check("cold start", top, bottom, None, None, [], limit, at_most=True)
+    ratio = statistics.median(cold[top]) / statistics.median(cold[bottom])
+    return Check("cold start", top, bottom, None, None, [ratio], limit, at_most=True)
 
 
 def earlier_targets(cells: list[Cell], *, modes: list[str]) -> list[Check]:
