@@ -287,8 +287,9 @@ def chart(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    figure, axes = plt.subplots(1, 3, figsize=(16, 5.2))
+    figure, axes = plt.subplots(1, 3, figsize=(16, 5.6))
     metrics = (
         ("rate", "2xx answers per second"),
         ("p99_ms", "p99 latency, ms"),
@@ -297,16 +298,16 @@ def chart(
     colours = {row: f"C{n}" for n, row in enumerate(rows)}
     styles = {"disk": "-", "tmpfs": "--"}
     for axis, (metric, ylabel) in zip(axes, metrics, strict=True):
-        for mode in modes:
+        for position, mode in enumerate(modes):
             for row in rows:
-                label = f"({row}) {LABELS[row]}, {mode}"
+                # One legend entry per row (its colour); the line style tells the mode.
+                label = f"({row}) {LABELS[row]}" if position == 0 else None
+                style = styles.get(mode, ":")
                 if row == RAW_ROW:
                     s = summaries.get((mode, row, 1))
                     value = getattr(s, metric) if s is not None else None
                     if value is not None:
-                        axis.axhline(
-                            value, linestyle=styles.get(mode, ":"), color="grey", label=label
-                        )
+                        axis.axhline(value, linestyle=style, color="grey", label=label)
                     continue
                 points = [
                     (c, getattr(summaries[(mode, row, c)], metric))
@@ -315,14 +316,8 @@ def chart(
                 ]
                 points = [(c, v) for c, v in points if v is not None]
                 if points:
-                    axis.plot(
-                        [c for c, _ in points],
-                        [v for _, v in points],
-                        styles.get(mode, ":"),
-                        color=colours[row],
-                        marker="o",
-                        label=label,
-                    )
+                    xs, ys = [c for c, _ in points], [v for _, v in points]
+                    axis.plot(xs, ys, style, color=colours[row], marker="o", label=label)
         axis.set_xscale("log", base=2)
         axis.set_xticks(concurrencies, [str(c) for c in concurrencies])
         axis.set_xlabel("concurrent clients")
@@ -334,9 +329,10 @@ def chart(
     axes[2].set_title("CPU per event (what Cloud Run bills)")
     figure.suptitle(title, fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
+    for mode in modes:
+        handles.append(Line2D([], [], color="black", linestyle=styles.get(mode, ":")))
+        labels.append(MODE_LABELS[mode])
     figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=7.5, frameon=False)
-    modes_text = "; ".join(f"{styles.get(m, ':')} {MODE_LABELS[m]}" for m in modes)
-    figure.text(0.5, 0.005, modes_text, ha="center", fontsize=8)
     figure.tight_layout(rect=(0, 0.2, 1, 0.95))
     figure.savefig(path, dpi=110)
     plt.close(figure)
