@@ -13,7 +13,9 @@ from typing import Any
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "post.lua"
 WRK_INSTALL = "apt-get install -y wrk"
-GRACE_SECONDS = 0.6  # wrk keeps running this long after the last send: nothing is cut off
+# After its last request, wrk waits for the answers in flight: post.lua stops it as the last one
+# arrives, and wrk's own deadline (its --duration) lies this far beyond the sending time.
+ANSWER_DEADLINE_SECONDS = 10
 
 
 @dataclass
@@ -37,6 +39,19 @@ class Cell:
     expected_depth: int | None = None  # the 2xx count, or 0 for a row that does not publish
     message_bytes: int | None = None
     cpu: dict[str, float] = field(default_factory=dict)  # cores busy: ours, others, machine
+    mode: str = ""  # where the broker keeps its data: "disk" or "tmpfs"
+    server_cpu_s: float | None = None  # user + system CPU of the server's processes
+    broker_cpu_s: float | None = None  # the same for the broker node (beam.smp)
+
+    @property
+    def cpu_us(self) -> float | None:
+        """The server's CPU per 2xx answer, in microseconds."""
+        return _per_event(self.server_cpu_s, self.ok)
+
+    @property
+    def broker_cpu_us(self) -> float | None:
+        """The broker's CPU per 2xx answer (per confirmed message), in microseconds."""
+        return _per_event(self.broker_cpu_s, self.ok)
 
     @property
     def failed(self) -> int:
@@ -48,7 +63,17 @@ class Cell:
         return self.queue_depth == self.expected_depth
 
     def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "failed": self.failed, "queue_ok": self.queue_ok}
+        return {
+            **asdict(self),
+            "failed": self.failed,
+            "queue_ok": self.queue_ok,
+            "cpu_us": self.cpu_us,
+            "broker_cpu_us": self.broker_cpu_us,
+        }
+
+
+def _per_event(seconds: float | None, events: int) -> float | None:
+    return None if seconds is None or events <= 0 else seconds * 1e6 / events
 
 
 class LoadError(RuntimeError):
@@ -73,10 +98,11 @@ def run_wrk(
     seconds: float,
     max_requests: int,
 ) -> Cell:
-    """POST body_file to url from `concurrency` keep-alive connections for `seconds`."""
+    """POST body_file to url from `concurrency` keep-alive connections for `seconds`, then
+    wait for every answer in flight."""
     if not url.startswith("http://127.0.0.1:"):
         raise LoadError(f"the load generator targets loopback only, not {url}")
-    duration = math.ceil(seconds + GRACE_SECONDS)  # wrk takes whole seconds
+    duration = math.ceil(seconds) + ANSWER_DEADLINE_SECONDS  # wrk takes whole seconds
     command = [
         wrk_path(),
         "--threads",
@@ -86,13 +112,13 @@ def run_wrk(
         "--duration",
         f"{duration}s",
         "--timeout",
-        "10s",
+        f"{ANSWER_DEADLINE_SECONDS}s",
         "--script",
         str(LUA_SCRIPT),
         url,
         "--",
         str(body_file),
-        f"{duration - GRACE_SECONDS:.3f}",
+        f"{seconds:.3f}",
         str(max_requests),
         authorization,
     ]
@@ -144,6 +170,7 @@ def run_raw(
         elapsed_s=elapsed,
         non_2xx={"failures": result["failures"]},
         socket_errors={},
+        server_cpu_s=result["cpu_s"],
     )
     return cell, int(result["peak_rss_kib"])
 

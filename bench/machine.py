@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 PACKAGES = (
@@ -27,27 +27,40 @@ PACKAGES = (
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def describe(rabbitmq_version: str) -> dict[str, object]:
+_VERSIONS = """
+import json, sys
+from importlib import metadata
+def version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+packages = {name: version(name) for name in sys.argv[1:]}
+print(json.dumps({"python": sys.version.split()[0], "packages": packages}))
+"""
+
+
+def describe(rabbitmq_version: str, python: str = sys.executable) -> dict[str, object]:
+    """The machine, and the interpreter the rows run on with its packages' versions."""
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    found = subprocess.run(
+        [python, "-c", _VERSIONS, *PACKAGES], capture_output=True, text=True, check=True
+    )
+    interpreter = json.loads(found.stdout)
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "kernel": platform.release(),
-        "python": sys.version.split()[0],
+        "python": interpreter["python"],
+        "python_path": python,
         "rabbitmq": rabbitmq_version,
         "wrk": (wrk.stdout or wrk.stderr).splitlines()[0] if (wrk.stdout or wrk.stderr) else "",
-        "packages": versions,
+        "packages": interpreter["packages"],
         "load_average_at_start": os.getloadavg(),
     }
 
@@ -67,6 +80,48 @@ def _process_ticks(pids: list[int]) -> int:
             continue
         total += int(stat[11]) + int(stat[12])  # utime, stime
     return total
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU the processes have used so far, all their threads included.
+
+    /proc counts in clock ticks (10 ms here): a cell must use seconds of CPU for a figure
+    per event to be accurate to about a per cent.
+    """
+    return _process_ticks(pids) / TICKS
+
+
+def rss_kib(pid: int) -> int:
+    """The process's resident memory now (VmRSS), 0 when it is gone."""
+    return _status_kib(pid, "VmRSS:")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The process's peak resident memory (VmHWM), 0 when it is gone."""
+    return _status_kib(pid, "VmHWM:")
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def filesystem_of(path: Path) -> tuple[str, str]:
+    """(type, device) of the mount holding `path`, from /proc/mounts: the longest match wins."""
+    target = str(path.resolve())
+    best = ("", "unknown", "unknown")
+    for line in Path("/proc/mounts").read_text().splitlines():
+        device, mount_point, fs_type = line.split()[:3]
+        mount_point = mount_point.replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best[0]):
+            best = (mount_point, fs_type, device)
+    return best[1], best[2]
 
 
 def _children_seconds() -> float:

@@ -1,16 +1,20 @@
 -- wrk script: POST one JSON event over and over, bounded in time and count, then print a
 -- JSON summary line. Arguments (after `--`): body_file work_seconds max_requests [authorization]
 --
--- It stops *sending* after work_seconds (or max_requests), while wrk's own -d runs a little
--- longer: every request in flight completes, so the 2xx count can be checked exactly against
--- the queue depth (wrk cutting requests off at -d would leave published-but-unanswered ones).
+-- It stops *sending* after work_seconds (or max_requests), and stops wrk once the last answer in
+-- flight has arrived (wrk's own -d lies well beyond): every request completes, so the 2xx count
+-- can be checked exactly against the queue depth (wrk cutting requests off at -d would leave
+-- published-but-unanswered ones), and no cell idles after its last answer.
 
 local ffi = require("ffi")
 ffi.cdef [[
   struct bench_timespec { long tv_sec; long tv_nsec; };
   int clock_gettime(int clock_id, struct bench_timespec *tp);
+  int getpid(void);
+  int kill(int pid, int sig);
 ]]
 local CLOCK_MONOTONIC = 1
+local SIGINT = 2
 local timespec = ffi.new("struct bench_timespec[1]")
 
 local function now()
@@ -39,6 +43,8 @@ function init(args)
   stop_at = started + work_seconds
   last_response = started
   sent = 0
+  answered = 0
+  stopping = false
   s1xx, s2xx, s3xx, s4xx, s5xx = 0, 0, 0, 0, 0
   s503 = 0
 end
@@ -53,6 +59,7 @@ end
 
 function response(status, headers, body)
   last_response = now()
+  answered = answered + 1
   if status < 200 then
     s1xx = s1xx + 1
   elseif status < 300 then
@@ -66,6 +73,13 @@ function response(status, headers, body)
     if status == 503 then
       s503 = s503 + 1
     end
+  end
+  -- wrk asks delay() for this connection's next request after this call: past stop_at it
+  -- parks, so once every request sent is answered, nothing is in flight any more. SIGINT is
+  -- wrk's own early end (the process's main thread takes it): it stops and calls done().
+  if not stopping and answered >= sent and (sent >= max_requests or last_response >= stop_at) then
+    stopping = true
+    ffi.C.kill(ffi.C.getpid(), SIGINT)
   end
 end
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +111,8 @@ def parse_raw(text: str) -> Profile:
 
 def record(pid: int, seconds: int, output: Path) -> Profile | None:
     """Sample `pid` for `seconds`; None (with a note) when py-spy is missing or not allowed."""
-    py_spy = shutil.which("py-spy")
+    # Installed in the bench's environment, whose bin folder is on PATH only under nox.
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
         print("profile skipped: py-spy is not installed (pip install py-spy)")
         return None

@@ -9,6 +9,10 @@
         floor of any pydantic + pika function (cold start only, no load)
     d   raw pika, no HTTP: one thread, one message at a time, each waiting for its confirm
     f+  f with uvloop and httptools importable (the stretch goal: a against f+)
+    c+  c with uvloop and httptools importable: the same HTTP stack as a, so a/c+ is the cost
+        of everything a does above answering
+    x   a as served from another checkout (`--candidate DIR`): a change measured side by side
+        with the code it changes, in the same rounds
 
 uvloop and httptools are installed in the bench's environment: event-relay deploys them
 (requirements.txt), so (a) uses them; the baselines run as their users would write them, so
@@ -18,6 +22,8 @@ functions-framework pick them up whenever they are present. (f+) shows FastAPI w
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +31,7 @@ from bench.servers import ServerSpec, process_env
 from deploy import REPO
 from deploy.function_process import FunctionProcess
 from deploy.local import local_env
-from deploy.manifest import load_manifest
+from deploy.manifest import Function, load_manifest
 
 BENCH = REPO / "bench"
 BASELINES = BENCH / "baselines"
@@ -36,9 +42,11 @@ RELAY_DIR = REPO / "functions" / RELAY_FUNCTION
 
 HTTP_ROWS = ("a", "b", "f", "c")
 COLD_ONLY_ROWS = ("i",)
-SPEEDUP_ROWS = ("f+",)
+SPEEDUP_ROWS = ("f+", "c+")
+BARE_ROWS = ("c", "c+")  # hello worlds: the CPU per event of answering, and nothing else
 RAW_ROW = "d"
-ALL_ROWS = (*HTTP_ROWS, *COLD_ONLY_ROWS, RAW_ROW, *SPEEDUP_ROWS)
+CANDIDATE_ROW = "x"
+ALL_ROWS = (*HTTP_ROWS, *COLD_ONLY_ROWS, RAW_ROW, *SPEEDUP_ROWS, CANDIDATE_ROW)
 
 LABELS = {
     "a": "event-relay as deployed: ASGI function, pika AsyncioConnection",
@@ -48,14 +56,30 @@ LABELS = {
     "i": "c + pydantic and pika imported: the import floor (cold start only)",
     "d": "raw pika, one thread, one confirmed publish at a time",
     "f+": "FastAPI + aio-pika with uvloop + httptools",
+    "c+": "hello world with uvloop + httptools: (a)'s HTTP stack, no publish",
+    "x": "a from the candidate checkout (--candidate)",
 }
+
+
+def _relay_function() -> Function:
+    return next(f for f in load_manifest() if f.name == RELAY_FUNCTION)
+
+
+def deployed_concurrency() -> int:
+    """The concurrency per instance deploy/functions.yaml deploys vm_isolate with."""
+    return _relay_function().concurrency
+
+
+def deployed_connection_bound() -> int:
+    """The most broker connections the manifest lets its functions open at once: the sum over
+    the functions of max_instances times workers (one connection per worker process)."""
+    return sum(f.max_instances * f.workers for f in load_manifest())
 
 
 def deployed_env() -> dict[str, str]:
     """The environment deploy/functions.yaml deploys vm_isolate with (WORKERS, FUNCTION_USE_ASGI,
     AUTH_MODE, its env vars), as `nox -s dev` runs it: without the cloud's secret mounts."""
-    function = next(f for f in load_manifest() if f.name == RELAY_FUNCTION)
-    return local_env(function)
+    return local_env(_relay_function())
 
 
 def _function_command(name: str, source_dir: Path, python: str) -> tuple[str, ...]:
@@ -66,10 +90,14 @@ def _function_command(name: str, source_dir: Path, python: str) -> tuple[str, ..
 
 
 def server_specs(
-    broker_env: dict[str, str], token: str, *, python: str = sys.executable
+    broker_env: dict[str, str],
+    token: str,
+    *,
+    python: str = sys.executable,
+    candidate: Path | None = None,
 ) -> dict[str, ServerSpec]:
     """Every HTTP row, all on the same broker, all expecting `Authorization: Bearer <token>`
-    (except the hello world, which checks nothing)."""
+    (except the hello world, which checks nothing). `candidate`: a checkout to serve as (x)."""
 
     def env(extra: dict[str, str], *, speedups: bool) -> dict[str, str]:
         path = [REPO] if speedups else [NO_SPEEDUPS, REPO]
@@ -82,12 +110,19 @@ def server_specs(
     baseline_env = {"BENCH_TOKEN": token}
     relay = _function_command(RELAY_FUNCTION, RELAY_DIR, python)
 
-    def hello(key: str, folder: Path, *, loaded: bool = True) -> ServerSpec:
+    def hello(key: str, folder: Path, *, loaded: bool = True, speedups: bool = False) -> ServerSpec:
         """A non-publishing `hello` function in ASGI mode, as (a) is served."""
         command = _function_command("hello", folder, python)
-        hello_env = env({"FUNCTION_USE_ASGI": "1"}, speedups=False)
+        hello_env = env({"FUNCTION_USE_ASGI": "1"}, speedups=speedups)
         return ServerSpec(
-            key, LABELS[key], command, hello_env, folder, publishes=False, loaded=loaded
+            key,
+            LABELS[key],
+            command,
+            hello_env,
+            folder,
+            publishes=False,
+            loaded=loaded,
+            cold_start=not speedups,
         )
 
     uvicorn = (
@@ -100,7 +135,7 @@ def server_specs(
         "--port",
         "{port}",
     )
-    return {
+    specs = {
         "a": ServerSpec("a", LABELS["a"], relay, env(relay_env, speedups=True), RELAY_DIR),
         "b": ServerSpec(
             "b",
@@ -112,10 +147,36 @@ def server_specs(
         "f": ServerSpec("f", LABELS["f"], uvicorn, env(baseline_env, speedups=False), REPO),
         "c": hello("c", BASELINES / "hello"),
         "i": hello("i", BASELINES / "import_floor", loaded=False),
+        "c+": hello("c+", BASELINES / "hello", speedups=True),
         "f+": ServerSpec(
             "f+", LABELS["f+"], uvicorn, env(baseline_env, speedups=True), REPO, cold_start=False
         ),
     }
+    if candidate is not None:
+        # The same environment as (a), its code from the other checkout.
+        source = candidate / "functions" / RELAY_FUNCTION
+        specs["x"] = ServerSpec(
+            "x",
+            f"{LABELS['a']}, from {candidate}",
+            _function_command(RELAY_FUNCTION, source, python),
+            process_env({**broker_env, **relay_env}, pythonpath=[candidate]),
+            source,
+        )
+    return specs
+
+
+def compile_sources(python: str, candidate: Path | None = None) -> None:
+    """Byte-compile the rows' own code, as the functions-framework buildpack does for every
+    deployment (`python3 -m compileall -f -q .`): without it, a machine that does not write
+    bytecode (PYTHONDONTWRITEBYTECODE) would compile event-relay's modules at every cold start,
+    ~30 ms that no deployed instance spends. Installed packages are compiled by pip."""
+    roots = [REPO / "shared", REPO / "functions", BASELINES]
+    if candidate is not None:
+        roots += [candidate / "shared", candidate / "functions"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run(
+        [python, "-m", "compileall", "-q", *map(str, roots)], env=env, check=True, timeout=120
+    )
 
 
 def raw_command(python: str, seconds: float, max_messages: int) -> list[str]:

@@ -2,79 +2,93 @@
 
 Every row publishes the same event to the same private mutual-TLS RabbitMQ node (confirms,
 persistent, mandatory) into one queue bound to `vm.isolate`. Rows run in interleaved rounds in
-one process on one machine; after each cell the queue depth must equal the 2xx count. Prints a
-Markdown table and the ratios against the targets; writes bench/results/<stamp>.json and .png
-(and docs/bench.png with --publish). Nothing asserts: it reports.
+one process on one machine, once per broker mode (the broker's data on disk, then on a tmpfs);
+after each cell the queue depth must equal the 2xx count. Each cell records the server's and the
+broker's CPU per event. Prints Markdown tables and the targets' verdicts; writes
+bench/results/<stamp>.json and .png (and docs/bench.png with --publish). Nothing asserts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import machine, profile, report
-from bench.broker_queue import BenchQueue
-from bench.load import Cell, LoadError, run_raw, run_wrk, wrk_path
+from bench import machine, profile, report, scale_out, targets
+from bench.load import LoadError, wrk_path
+from bench.modes import MODES, BrokerMode, ModeUnavailable, broker_mode
+from bench.phase import BUSY_MACHINE_CORES, Phase, Plan, Results, say
 from bench.rows import (
     ALL_ROWS,
+    BARE_ROWS,
+    CANDIDATE_ROW,
     COLD_ONLY_ROWS,
-    EVENT_FILE,
     HTTP_ROWS,
     LABELS,
     RAW_ROW,
     SPEEDUP_ROWS,
-    raw_command,
+    compile_sources,
+    deployed_concurrency,
+    deployed_connection_bound,
     raw_env,
-    server_specs,
 )
-from bench.servers import Server, ServerError, cold_start
+from bench.servers import ServerError
 from deploy import REPO
-from deploy.broker import BrokerNode, start_broker
+from deploy.broker import BrokerError, BrokerNode, start_broker
 
 RESULTS = REPO / "bench" / "results"
 PUBLISHED_CHART = REPO / "docs" / "bench.png"
-BUSY_MACHINE_CORES = 0.4  # CPU used by other work during a cell that makes it noisy
-MAX_REQUESTS = 2_000_000  # per cell: a bound in count besides the bound in time
-
-
-@dataclass(frozen=True)
-class Plan:
-    rows: list[str]
-    concurrencies: list[int]
-    rounds: int
-    seconds: float
-    cold_runs: int
-    warmup_seconds: float
-    profile_seconds: int
-    publish: bool
-    quick: bool
 
 
 def parse_args(argv: list[str]) -> Plan:
+    deployed = deployed_concurrency()
+    bound = deployed_connection_bound()
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="one short round, no + rows, no profile: under a minute",
+        help=f"one short round at 8 and {deployed}, no f+ row, no profile: under two minutes",
     )
     parser.add_argument("--rows", help=f"comma-separated subset of {','.join(ALL_ROWS)}")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
     parser.add_argument("--seconds", type=float, help="load per cell (default 3.4, quick 1.4)")
-    parser.add_argument("--concurrency", default="1,8,32", help="default 1,8,32")
-    parser.add_argument("--cold-runs", type=int, help="launches per row (default 5, quick 3)")
+    parser.add_argument(
+        "--concurrency",
+        help=f"default 1,8,32,{deployed} (the manifest's concurrency); quick 8,{deployed}",
+    )
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help=f"broker modes, default {','.join(MODES)}"
+    )
+    parser.add_argument("--cold-runs", type=int, help="launches per row (default 9, quick 5)")
     parser.add_argument(
         "--profile-seconds", type=int, help="py-spy on (a) under load (default 8, quick 0 = off)"
+    )
+    parser.add_argument(
+        "--trace-seconds",
+        type=float,
+        help="strace -c on (a), (f), (c+) for this long each (default 3, quick 0 = off)",
+    )
+    parser.add_argument(
+        "--scale-out",
+        type=int,
+        help=f"connections opened at once (default {bound}: the manifest's bound; 0 = off)",
+    )
+    parser.add_argument(
+        "--candidate",
+        type=Path,
+        help="another checkout of event-relay, served as row (x) beside (a) in the same rounds",
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter the rows run on (a virtualenv with requirements-bench.txt), e.g. "
+        "the Python version deploy/functions.yaml deploys; default: this one",
     )
     parser.add_argument(
         "--publish",
@@ -83,232 +97,74 @@ def parse_args(argv: list[str]) -> Plan:
     )
     args = parser.parse_args(argv)
     quick = args.quick
-    rows = (
-        args.rows.split(",")
-        if args.rows
-        else [*HTTP_ROWS, *COLD_ONLY_ROWS, RAW_ROW, *([] if quick else SPEEDUP_ROWS)]
-    )
+    if args.rows:
+        rows = args.rows.split(",")
+    else:
+        speedups = [r for r in SPEEDUP_ROWS if not quick or r in BARE_ROWS]
+        rows = [*HTTP_ROWS, *COLD_ONLY_ROWS, RAW_ROW, *speedups]
+    if args.candidate is not None:
+        if not (args.candidate / "functions" / "vm_isolate" / "main.py").exists():
+            parser.error(f"{args.candidate} is not a checkout of event-relay")
+        if CANDIDATE_ROW not in rows:
+            rows.insert(rows.index("a") + 1 if "a" in rows else 0, CANDIDATE_ROW)
+    elif CANDIDATE_ROW in rows:
+        parser.error(f"row {CANDIDATE_ROW} needs --candidate DIR")
     unknown = [r for r in rows if r not in ALL_ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {','.join(ALL_ROWS)}")
+    modes = args.modes.split(",")
+    if [m for m in modes if m not in MODES]:
+        parser.error(f"--modes: choose from {','.join(MODES)}")
+    default_concurrency = [8, deployed] if quick else [1, 8, 32, deployed]
+    concurrencies = (
+        [int(c) for c in args.concurrency.split(",")]
+        if args.concurrency
+        else sorted(set(default_concurrency))
+    )
+
+    def option(value: Any, full: Any, quick_value: Any) -> Any:
+        return value if value is not None else (quick_value if quick else full)
+
     return Plan(
         rows=rows,
-        concurrencies=[int(c) for c in args.concurrency.split(",")],
-        rounds=args.rounds or (1 if quick else 3),
-        seconds=args.seconds or (1.4 if quick else 3.4),
-        cold_runs=args.cold_runs if args.cold_runs is not None else (3 if quick else 5),
+        concurrencies=concurrencies,
+        modes=modes,
+        rounds=option(args.rounds, 3, 1),
+        seconds=option(args.seconds, 3.4, 1.4),
+        cold_runs=option(args.cold_runs, 9, 5),
         warmup_seconds=0.0 if quick else 1.4,
-        profile_seconds=(
-            args.profile_seconds if args.profile_seconds is not None else (0 if quick else 8)
-        ),
+        profile_seconds=option(args.profile_seconds, 8, 0),
+        trace_seconds=option(args.trace_seconds, 3.0, 0.0),
+        scale_out=option(args.scale_out, bound, bound),
+        deployed=deployed,
+        candidate=args.candidate.resolve() if args.candidate else None,
+        python=args.python,
         publish=args.publish,
         quick=quick,
     )
 
 
-def say(text: str) -> None:
-    print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
-class Bench:
-    """One run: the broker, the servers, the cells; stops everything it started."""
-
-    def __init__(self, plan: Plan, work_dir: Path, node: BrokerNode) -> None:
-        self.plan = plan
-        self.work_dir = work_dir
-        self.node = node
-        self.token = secrets.token_urlsafe(24)
-        self.authorization = f"Bearer {self.token}"
-        self.body = EVENT_FILE.read_bytes()
-        self.headers = {"Content-Type": "application/json", "Authorization": self.authorization}
-        self.specs = server_specs(node.client_env(), self.token)
-        self.queue = BenchQueue(node)
-        self.servers: dict[str, Server] = {}
-        self.cells: list[Cell] = []
-        self.cold: dict[str, list[float]] = defaultdict(list)
-        self.rss_kib: dict[str, int] = {}
-        self.profile: profile.Profile | None = None
-        self.profile_raw: Path | None = None
-        self.cpu = machine.CpuWindow()
-
-    def http_rows(self) -> list[str]:
-        """The rows put under load over HTTP."""
-        return [r for r in self.plan.rows if r != RAW_ROW and self.specs[r].loaded]
-
-    def run(self) -> None:
-        self.measure_cold_starts()
-        for row in self.http_rows():
-            self.start_server(row)
-        for round_number in range(self.plan.rounds):
-            say(f"round {round_number + 1} of {self.plan.rounds}")
-            self.run_round(round_number)
-        for row, server in self.servers.items():
-            self.rss_kib[row] = server.peak_rss_kib()
-        if self.plan.profile_seconds > 0 and "a" in self.servers:
-            self.profile_relay()
-
-    def stop(self) -> None:
-        for server in self.servers.values():
-            server.stop()
-        self.queue.close()
-
-    # --- the phases ---------------------------------------------------------------------
-
-    def measure_cold_starts(self) -> None:
-        """Launch each row cold_runs times, interleaved; the last launch serves the load."""
-        rows = [r for r in self.plan.rows if r != RAW_ROW and self.specs[r].cold_start]
-        runs = max(self.plan.cold_runs, 1)
-        loaded = self.http_rows()
-        if rows:
-            say(f"cold starts: {runs} launches of {', '.join(rows)}, interleaved")
-        for run in range(runs):
-            last = run == runs - 1
-            for row in _rotated(rows, run):
-                log = self._log(row)
-                seconds, server = cold_start(
-                    self.specs[row], self.body, self.headers, log, keep=last and row in loaded
-                )
-                if self.plan.cold_runs > 0:
-                    self.cold[row].append(seconds)
-                if server is not None:
-                    self.servers[row] = server
-
-    def start_server(self, row: str) -> None:
-        if row not in self.servers:
-            server = Server(self.specs[row], self._log(row))
-            self.servers[row] = server
-            server.launch()
-            server.first_2xx(self.body, self.headers)
-        if self.plan.warmup_seconds > 0:
-            run_wrk(
-                self.servers[row].url,
-                row=row,
-                round_number=-1,
-                body_file=EVENT_FILE,
-                authorization=self.authorization,
-                concurrency=8,
-                seconds=self.plan.warmup_seconds,
-                max_requests=MAX_REQUESTS,
-            )
-        self.queue.purge()
-
-    def run_round(self, round_number: int) -> None:
-        for position, concurrency in enumerate(self.plan.concurrencies):
-            rows = list(self.http_rows())
-            # (d) is one thread whatever the concurrency: measured once a round, beside the
-            # cells of concurrency 8 that the ratios compare it with.
-            if RAW_ROW in self.plan.rows and concurrency == report.TARGET_CONCURRENCY:
-                rows.append(RAW_ROW)
-            for row in _rotated(rows, round_number + position):
-                self.queue.purge()
-                cell = self.run_cell(row, concurrency, round_number)
-                self.check_queue(cell)
-                self.cells.append(cell)
-                say(_cell_line(cell))
-
-    def run_cell(self, row: str, concurrency: int, round_number: int) -> Cell:
-        pids = self._our_pids()
-        self.cpu.start(pids)
-        started = time.perf_counter()
-        if row == RAW_ROW:
-            command = raw_command(sys.executable, self.plan.seconds, MAX_REQUESTS)
-            cell, rss = run_raw(
-                command,
-                raw_env(self.node.client_env()),
-                row=row,
-                round_number=round_number,
-                seconds=self.plan.seconds,
-            )
-            self.rss_kib[row] = max(self.rss_kib.get(row, 0), rss)
-        else:
-            cell = run_wrk(
-                self.servers[row].url,
-                row=row,
-                round_number=round_number,
-                body_file=EVENT_FILE,
-                authorization=self.authorization,
-                concurrency=concurrency,
-                seconds=self.plan.seconds,
-                max_requests=MAX_REQUESTS,
-            )
-        cell.cpu = self.cpu.stop(pids, time.perf_counter() - started)
-        return cell
-
-    def check_queue(self, cell: Cell) -> None:
-        """Every 2xx must be a message in the queue, and nothing else."""
-        publishes = cell.row == RAW_ROW or self.specs[cell.row].publishes
-        cell.expected_depth = expected = cell.ok if publishes else 0
-        depth = self.queue.depth()
-        for _ in range(20):  # a confirm precedes the answer; give the count a moment anyway
-            if depth == expected:
-                break
-            time.sleep(0.05)
-            depth = self.queue.depth()
-        cell.queue_depth = depth
-        cell.message_bytes = self.queue.sample_size()
-        if depth != expected:
-            say(
-                f"WARNING ({cell.row}) @{cell.concurrency}: queue depth {depth} "
-                f"≠ {expected} expected ({cell.ok} 2xx answers)"
-            )
-
-    def profile_relay(self) -> None:
-        server = self.servers["a"]
-        seconds = self.plan.profile_seconds
-        output = self.work_dir / "profile-a.txt"
-        say(f"profiling (a) with py-spy for {seconds} s under load at concurrency 8")
-        load = threading.Thread(
-            target=run_wrk,
-            args=(server.url,),
-            kwargs={
-                "row": "a",
-                "round_number": -2,
-                "body_file": EVENT_FILE,
-                "authorization": self.authorization,
-                "concurrency": 8,
-                "seconds": seconds + 2.0,
-                "max_requests": MAX_REQUESTS,
-            },
-        )
-        load.start()
-        time.sleep(0.8)
+def run_mode(plan: Plan, results: Results, mode: BrokerMode, work_dir: Path, first: bool) -> None:
+    """One broker mode: its node, the cold starts (first mode only), the rounds, the scale-out
+    (first mode only), and the profile and the syscall counts (in the tmpfs mode)."""
+    say(f"{mode.describe()}: starting a private RabbitMQ node with mutual TLS ...")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    node = start_broker(mode.root / "broker", purpose=f"bench-{mode.name}")
+    try:
+        if results.rabbitmq == "unknown":
+            results.rabbitmq = _rabbitmq_version(node)
+        results.modes.append(mode)
+        profile_mode = "tmpfs" if "tmpfs" in plan.modes else plan.modes[0]
+        phase = Phase(plan, results, mode, node, work_dir)
         try:
-            self.profile = profile.record(server.worker_pid(), seconds, output)
+            phase.run(cold_starts=first, profile_here=mode.name == profile_mode)
         finally:
-            load.join()
-            self.queue.purge()
-        self.profile_raw = output
-
-    # --- helpers ------------------------------------------------------------------------
-
-    def _log(self, row: str) -> Path:
-        return self.work_dir / f"server-{row.replace('+', '-speedups')}.log"
-
-    def _our_pids(self) -> list[int]:
-        pids = [pid for server in self.servers.values() for pid in server.pids()]
-        if self.node.server_pid is not None:
-            pids += machine.process_tree(self.node.server_pid)
-        return pids
-
-
-def _rotated(items: list[str], by: int) -> list[str]:
-    shift = by % len(items) if items else 0
-    return items[shift:] + items[:shift]
-
-
-def _cell_line(cell: Cell) -> str:
-    flags = []
-    if cell.failed:
-        flags.append(f"{cell.failed} FAILED {cell.non_2xx} {cell.socket_errors}")
-    if not cell.queue_ok:
-        flags.append(f"queue depth {cell.queue_depth}")
-    others = cell.cpu.get("others_cores", 0.0)
-    if others >= BUSY_MACHINE_CORES:
-        flags.append(f"other work on the machine: {others:.1f} cores")
-    return (
-        f"  ({cell.row}) @{cell.concurrency}: {cell.rate:,.0f}/s  p50 {cell.p50_ms:.1f} ms  "
-        f"p99 {cell.p99_ms:.1f} ms  {cell.ok} ok" + ("  " + "; ".join(flags) if flags else "")
-    )
+            phase.stop()
+        if first and plan.scale_out > 0:
+            say(f"scale-out: opening {plan.scale_out} mTLS connections to the broker at once")
+            results.scale_out = scale_out.measure(node, plan.scale_out, raw_env(node.client_env()))
+    finally:
+        node.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,82 +173,122 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     began = time.monotonic()
+    results = Results()
+    compile_sources(plan.python, plan.candidate)
     with tempfile.TemporaryDirectory(prefix="event-relay-bench-") as work:
-        work_dir = Path(work)
-        say("starting a private RabbitMQ node with mutual TLS ...")
-        node = start_broker(work_dir / "broker", purpose="bench")
-        bench: Bench | None = None
-        try:
-            rabbitmq = _rabbitmq_version(node)
-            bench = Bench(plan, work_dir, node)
+        for index, name in enumerate(plan.modes):
             try:
-                bench.run()
-            finally:
-                bench.stop()
-            if bench.profile_raw is not None and bench.profile_raw.exists():
-                (RESULTS / f"{stamp}-profile-a.txt").write_text(bench.profile_raw.read_text())
-        except (ServerError, LoadError) as exc:
-            say(f"FAILED: {exc}")
-            return 1
-        finally:
-            node.stop()
-    assert bench is not None
-    return publish_results(plan, bench, stamp, rabbitmq, time.monotonic() - began)
+                with broker_mode(name) as mode:
+                    run_mode(plan, results, mode, Path(work) / name, first=index == 0)
+            except ModeUnavailable as exc:
+                say(f"skipping the {name} mode: {exc}")
+                results.skipped_modes[name] = str(exc)
+            except (ServerError, LoadError, BrokerError) as exc:
+                say(f"FAILED: {exc}")
+                return 1
+    if results.profile_text is not None:
+        (RESULTS / f"{stamp}-profile-a.txt").write_text(results.profile_text)
+    return publish_results(plan, results, stamp, time.monotonic() - began)
 
 
-def publish_results(plan: Plan, bench: Bench, stamp: str, rabbitmq: str, took: float) -> int:
-    summaries = report.summarize(bench.cells)
-    found = report.ratios(bench.cells)
-    latency = report.latency_target(summaries)
-    cold = report.cold_start_target(bench.cold)
-    described = machine.describe(rabbitmq)
+def publish_results(plan: Plan, results: Results, stamp: str, took: float) -> int:
+    modes = [m.name for m in results.modes]
+    summaries = report.summarize(results.cells)
+    checks = targets.targets(
+        results.cells,
+        results.cold,
+        modes=modes,
+        concurrencies=plan.concurrencies,
+        deployed=plan.deployed,
+    )
+    earlier = targets.earlier_targets(results.cells, modes=modes) if modes else []
+    grid = targets.ratio_grid(
+        results.cells,
+        modes=modes,
+        concurrencies=plan.concurrencies,
+        candidate=plan.candidate is not None,
+    )
+    described = machine.describe(results.rabbitmq, plan.python)
     where = (
         f"{described['cpu']}, {described['cores']} cores, Linux {described['kernel']}, "
-        f"Python {described['python']}, RabbitMQ {rabbitmq}"
+        f"Python {described['python']}, RabbitMQ {results.rabbitmq}"
     )
-    table = report.table(plan.rows, plan.concurrencies, summaries, bench.cold, bench.rss_kib)
     print(f"\n## event-relay benchmark {stamp} ({'quick' if plan.quick else 'full'} run)\n")
     print(
         f"{where}; broker on the same machine; {plan.rounds} interleaved round(s) of "
-        f"{plan.seconds:g} s per cell; req/s is the median of the rounds (range in brackets); "
-        f"p50 / p99 are wrk's; cold start is the median of {plan.cold_runs} launches to the "
-        f"first 202; peak RSS sums VmHWM over the server's processes.\n"
+        f"{plan.seconds:g} s per cell in each broker mode; req/s is the median of the rounds "
+        "(range in brackets); p50 / p99 are wrk's; CPU µs/event is the user + system CPU of all "
+        "the server's processes over the cell divided by its 2xx answers (in brackets: the "
+        f"broker's); concurrency {plan.deployed} is what deploy/functions.yaml deploys.\n"
     )
-    print(table)
-    print()
-    print(report.targets_text(found, latency, cold))
-    others = [c.cpu.get("others_cores", 0.0) for c in bench.cells]
-    if others and statistics.median(others) >= BUSY_MACHINE_CORES:
-        print(
-            f"\nNOTE: other work used a median {statistics.median(others):.1f} of the "
-            f"{described['cores']} cores during the cells: the figures are low and noisy; "
-            "run again on a quiet machine."
-        )
-    if bench.profile is not None:
+    for mode in results.modes:
+        print(f"### {mode.describe()}\n")
+        print(report.mode_table(mode.name, plan.rows, plan.concurrencies, summaries))
         print()
-        print(profile.markdown(bench.profile))
+    for name, why in results.skipped_modes.items():
+        print(f"The {name} mode was skipped: {why}.\n")
+    if "tmpfs" in modes:
+        print(
+            "The tmpfs mode is a device of the benchmark only: with the broker's data in RAM its "
+            "fsyncs cost nothing, so the broker is not the limit and the cells measure the "
+            "servers' own code. No broker should run like this.\n"
+        )
+    print("### Targets\n")
+    print(report.targets_table(checks + earlier))
+    print()
+    print(report.verdict_line(checks))
+    print()
+    print(report.ratio_table(grid, modes, plan.concurrencies))
+    print()
+    print("### Cold start and memory\n")
+    print(report.start_table(plan.rows, results.cold, results.rss_kib, plan.cold_runs))
+    print()
+    if results.scale_out is not None:
+        print(f"### Scale-out: {plan.scale_out} new connections at once\n")
+        print(report.scale_out_table(results.scale_out))
+        print(
+            f"\ndeploy/functions.yaml lets its functions open at most "
+            f"{deployed_connection_bound()} connections: the sum of max_instances "
+            f"{targets.TIMES} workers.\n"
+        )
+    if results.syscalls:
+        print(f"### System calls per event (strace -c, {results.syscalls_where})\n")
+        print(report.syscalls_table(results.syscalls))
+        print()
+    others = [c.cpu.get("others_cores", 0.0) for c in results.cells if c.round >= 0]
+    busy = statistics.median(others) if others else 0.0
+    if busy >= BUSY_MACHINE_CORES:
+        print(
+            f"NOTE: other work used a median {busy:.1f} of the {described['cores']} cores "
+            "during the cells: the figures are low and noisy; run again on a quiet machine.\n"
+        )
+    if results.profile is not None:
+        print(f"### Profile of (a) ({results.profile_where})\n")
+        print(profile.markdown(results.profile))
     json_path = RESULTS / f"{stamp}.json"
     chart_path = RESULTS / f"{stamp}.png"
     data: dict[str, Any] = {
         "stamp": stamp,
         "quick": plan.quick,
-        "plan": plan.__dict__,
+        "plan": {k: str(v) if isinstance(v, Path) else v for k, v in plan.__dict__.items()},
         "machine": described,
         "took_s": round(took, 1),
-        "event_bytes": len(bench.body),
+        "others_cores_median": busy,
         "labels": {row: LABELS[row] for row in plan.rows},
-        "summary": {f"{s.row}@{s.concurrency}": s.__dict__ for s in summaries.values()},
-        "ratios": found,
-        "p99_over_p50_a": latency,
-        "cold_start_s": dict(bench.cold),
-        "cold_start_ratio_a_c": cold,
-        "peak_rss_kib": bench.rss_kib,
-        "cells": [cell.as_json() for cell in bench.cells],
-        "profile_a": bench.profile.as_json() if bench.profile else None,
+        "summary": {f"{k[0]}:{k[1]}@{k[2]}": s.__dict__ for k, s in summaries.items()},
+        "targets": [c.as_json() for c in checks],
+        "earlier_targets": [c.as_json() for c in earlier],
+        "ratios": [
+            {"ratio": name, **{f"{m}@{c}": v for (m, c), v in values.items()}}
+            for name, values in grid
+        ],
+        "connection_bound": deployed_connection_bound(),
+        **results.as_json(),
     }
     json_path.write_text(json.dumps(data, indent=2, default=str))
     report.chart(
-        plan.rows,
+        [r for r in plan.rows if r not in COLD_ONLY_ROWS],
+        modes,
         plan.concurrencies,
         summaries,
         chart_path,

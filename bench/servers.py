@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.machine import process_tree
+from bench.machine import cpu_seconds, peak_rss_kib, process_tree
 from deploy.broker import free_port
+from shared.config import Settings
 
 
 @dataclass(frozen=True)
@@ -96,9 +97,13 @@ class Server:
         pids = self.pids()
         return pids[-1] if pids else 0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of all the server's processes so far."""
+        return cpu_seconds(self.pids())
+
     def peak_rss_kib(self) -> int:
         """Sum of VmHWM over the server's processes (gunicorn master + worker)."""
-        return sum(_vm_hwm_kib(pid) for pid in self.pids())
+        return sum(peak_rss_kib(pid) for pid in self.pids())
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -120,16 +125,6 @@ class Server:
             process.wait()
 
 
-def _vm_hwm_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def cold_start(
     spec: ServerSpec, body: bytes, headers: dict[str, str], log_path: Path, *, keep: bool = False
 ) -> tuple[float, Server | None]:
@@ -148,11 +143,13 @@ def cold_start(
 
 
 def process_env(extra: dict[str, str], *, pythonpath: list[Path]) -> dict[str, str]:
-    """The orchestrator's environment minus any event-relay setting, plus `extra`."""
+    """The orchestrator's environment minus any event-relay or functions-framework setting,
+    plus `extra`."""
+    ours = set(Settings.variables())
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("AMQP_", "AUTH_", "SECRETS_", "MAX_BODY", "FUNCTION_", "WORKERS"))
+        if name not in ours and not name.startswith(("FUNCTION_", "WORKERS"))
     }
     env["PYTHONPATH"] = os.pathsep.join(str(path) for path in pythonpath)
     env.update(extra)

@@ -9,6 +9,7 @@ Reads the broker settings from the environment (see common.py) and prints one JS
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 import uuid
@@ -39,6 +40,11 @@ def peak_rss_kib() -> int:
     return 0
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(argv: list[str]) -> None:
     event_file, seconds, max_messages = argv[0], float(argv[1]), int(argv[2])
     alert = VmIsolateAlert.model_validate_json(Path(event_file).read_bytes())
@@ -47,6 +53,7 @@ def main(argv: list[str]) -> None:
     channel.confirm_delivery()
     latencies: list[float] = []
     failures = 0
+    cpu_at_start = cpu_seconds()
     started = time.perf_counter()
     deadline = started + seconds
     now = started
@@ -62,6 +69,7 @@ def main(argv: list[str]) -> None:
         latencies.append(done - now)
         now = done
     elapsed = now - started
+    cpu = cpu_seconds() - cpu_at_start  # the publishing loop only, like the servers' cells
     connection.close()
     latencies.sort()
     print(
@@ -71,6 +79,7 @@ def main(argv: list[str]) -> None:
                 "confirmed": len(latencies),
                 "failures": failures,
                 "elapsed_s": elapsed,
+                "cpu_s": cpu,
                 "message_bytes": len(body),
                 "p50_us": percentile(latencies, 0.50) * 1e6,
                 "p90_us": percentile(latencies, 0.90) * 1e6,
