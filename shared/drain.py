@@ -31,7 +31,7 @@ from shared.errors import (
     UnavailableError,
     UnroutableError,
 )
-from shared.logs import RequestRecord, set_trace
+from shared.logs import RequestRecord, set_trace, write_line
 from shared.problems import internal_error_response, problem_response
 from shared.publisher import Publisher
 from shared.request_body import parse_json_object, read_body
@@ -93,7 +93,7 @@ class Drain:
         # A refusal, or a message that cannot be routed, is an operator's to look at: ERROR.
         level = logging.INFO if relayed else _LEVELS.get(fields.get("problem", ""), logging.WARNING)
         message_text = "spooled message relayed" if relayed else "spooled message not relayed"
-        log.log(level, message_text, extra=fields)
+        write_line(log, level, message_text, fields)
         return response
 
 

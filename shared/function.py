@@ -8,6 +8,7 @@ line that names the setting, and open the broker connection with the worker's fi
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -78,6 +79,12 @@ def _serve(name: str, build: Callable[[Settings, Publisher], Handler]) -> HttpFu
         # The checks may have read secrets from Secret Manager in the gunicorn master: gRPC is
         # not fork-safe, so its channel must be closed before the workers are forked.
         close_client()
+    # What a request allocates forms no reference cycle, so the collector's passes find nothing
+    # to free, yet each walks every object alive (a 50-80 ms pause at 80 requests in flight):
+    # freeze what start-up made out of its walks (shared with the forked workers as it is) and
+    # let it run a tenth as often. Measured: -16 % CPU per event and -37 % p99 at 80.
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 10)
 
     async def function(request: Request) -> Response:
         # No lifespan hook in ASGI mode: the worker's first request wires up the shutdown and

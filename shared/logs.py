@@ -5,10 +5,13 @@ Records carry identifiers and outcomes only: never a secret, a credential or a w
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, TypedDict
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TextIO, TypedDict
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -26,6 +29,7 @@ SAMPLED_FIELD = "logging.googleapis.com/trace_sampled"
 # The current request's trace fields, as Cloud Logging names them.
 trace_fields: ContextVar[dict[str, object] | None] = ContextVar("trace_fields", default=None)
 _project: str | None = None  # GOOGLE_CLOUD_PROJECT: Cloud Logging wants the trace's project
+_handler: logging.StreamHandler[TextIO] | None = None  # ours, once configure_logging ran
 
 
 class RequestRecord(TypedDict, total=False):
@@ -68,10 +72,38 @@ def set_trace(trace: TraceContext | None) -> None:
     trace_fields.set({TRACE_FIELD: name, SPAN_FIELD: trace.span_id, SAMPLED_FIELD: trace.sampled})
 
 
+def write_line(
+    logger: logging.Logger, level: int, message: str, fields: Mapping[str, object]
+) -> None:
+    """One line, as our JSON formatter writes it (the same fields, order and encoding) but
+    built without a LogRecord: a third of the cost, for the line every request writes.
+    Before configure_logging (a test's own app), the logging module writes it."""
+    if _handler is None:
+        logger.log(level, message, extra=fields)
+        return
+    if not logger.isEnabledFor(level):
+        return
+    line: dict[str, object] = {
+        "severity": logging.getLevelName(level),
+        "logger": logger.name,
+        "message": message,
+    }
+    line |= fields
+    line |= trace_fields.get() or {}
+    line["time"] = datetime.now(UTC).isoformat()
+    text = _encode(line) + "\n"
+    with _handler.lock:  # type: ignore[union-attr]  # a StreamHandler always has its lock
+        _handler.stream.write(text)
+        _handler.stream.flush()
+
+
+_encode = json.JSONEncoder().encode  # python-json-logger's: ASCII, ", " and ": "
+
+
 def configure_logging(level: str = "INFO", project: str | None = None) -> logging.Logger:
     """Send event-relay's records as JSON lines to stdout; idempotent. `project` qualifies
     the trace ids of the requests (GOOGLE_CLOUD_PROJECT)."""
-    global _project
+    global _project, _handler
     _project = project
     # Fields no line of ours shows, which LogRecord would otherwise gather for every record
     # (the caller's frame walk, thread and process ids): the logging docs' optimisation switches.
@@ -92,5 +124,6 @@ def configure_logging(level: str = "INFO", project: str | None = None) -> loggin
         handler._event_relay = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.propagate = False
+        _handler = handler
     logger.setLevel(level.upper())
     return logger

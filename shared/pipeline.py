@@ -28,7 +28,7 @@ from shared.errors import (
     RequestError,
     ValidationFailedError,
 )
-from shared.logs import RequestRecord, set_trace
+from shared.logs import RequestRecord, set_trace, write_line
 from shared.problems import internal_error_response, problem_response
 from shared.request_body import (
     check_json_content_type,
@@ -122,7 +122,7 @@ class Relay:
         fields["latency_ms"] = round((time.monotonic() - started) * 1000, 2)
         level = logging.INFO if response.status_code < 500 else logging.ERROR
         outcome = "accepted" if response.status_code < 300 else "refused"
-        log.log(level, "event %s", outcome, extra=fields)
+        write_line(log, level, f"event {outcome}", fields)
         return response
 
     async def _accept(

@@ -99,15 +99,27 @@ class _Link:
 
 
 class _OneWritePerMessage(AsyncioConnection):  # type: ignore[misc]
-    """pika hands a message's frames (method, header and body) to the socket one by one: three
-    TLS records and three send() calls per publish. Joined, they are one of each, for the same
-    bytes in the same order (measured: ~15 % more events per second)."""
+    """pika hands each frame of a message (method, header and body) to the socket on its own:
+    three TLS records and three send() calls per publish. Here the frames of one event-loop turn
+    (every message published meanwhile) go out together, as one record and one send(), the same
+    bytes in the same order (measured: ~15 % more events per second for a message's frames, a
+    further ~10 % less CPU per event at 8 concurrent requests for a turn's)."""
+
+    _pending: list[bytes] | None = None
 
     def _output_marshaled_frames(self, marshaled_frames: list[bytes]) -> None:
-        joined = b"".join(marshaled_frames)
-        self.bytes_sent += len(joined)
         self.frames_sent += len(marshaled_frames)
-        self._adapter_emit_data(joined)
+        if self._pending is None:
+            self._pending = []
+            self.ioloop.call_soon(self._flush)
+        self._pending += marshaled_frames
+
+    def _flush(self) -> None:
+        joined = b"".join(self._pending or ())
+        self._pending = None
+        self.bytes_sent += len(joined)
+        if joined and self._transport is not None:  # closed meanwhile: nothing to send it on
+            self._adapter_emit_data(joined)
 
 
 class Publisher:

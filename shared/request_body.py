@@ -54,14 +54,7 @@ def check_json_content_type(content_type: str | None) -> None:
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """Parse strict JSON: UTF-8, an object, no duplicate keys, NaN, huge numbers or deep nesting."""
     try:
-        text = body.decode("utf-8")
-        document = json.loads(
-            text,
-            object_pairs_hook=_object_without_duplicates,
-            parse_constant=_reject_constant,
-            parse_int=_bounded_int,
-            parse_float=_bounded_float,
-        )
+        document = _STRICT.decode(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise MalformedJsonError("The body is not valid UTF-8.") from None
     except json.JSONDecodeError as exc:
@@ -140,3 +133,12 @@ def _depth(document: Any) -> int:
         deepest = max(deepest, level)
         stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
     return deepest
+
+
+# Built once: json.loads with hooks makes a new decoder (and its scanner) on every call.
+_STRICT = json.JSONDecoder(
+    object_pairs_hook=_object_without_duplicates,
+    parse_constant=_reject_constant,
+    parse_int=_bounded_int,
+    parse_float=_bounded_float,
+)
