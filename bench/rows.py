@@ -29,6 +29,7 @@ from pathlib import Path
 
 from bench.servers import ServerSpec, process_env
 from deploy import REPO
+from deploy.broker import free_port
 from deploy.function_process import FunctionProcess
 from deploy.local import local_env
 from deploy.manifest import Function, load_manifest
@@ -41,15 +42,17 @@ RELAY_FUNCTION = "vm_isolate"
 RELAY_DIR = REPO / "functions" / RELAY_FUNCTION
 
 HTTP_ROWS = ("a", "b", "f", "c")
+SPOOL_ROW = "s"  # (a) with its broker down: the spool takes every message
 COLD_ONLY_ROWS = ("i",)
 SPEEDUP_ROWS = ("f+", "c+")
 BARE_ROWS = ("c", "c+")  # hello worlds: the CPU per event of answering, and nothing else
 RAW_ROW = "d"
 CANDIDATE_ROW = "x"
-ALL_ROWS = (*HTTP_ROWS, *COLD_ONLY_ROWS, RAW_ROW, *SPEEDUP_ROWS, CANDIDATE_ROW)
+ALL_ROWS = (*HTTP_ROWS, SPOOL_ROW, *COLD_ONLY_ROWS, RAW_ROW, *SPEEDUP_ROWS, CANDIDATE_ROW)
 
 LABELS = {
     "a": "event-relay as deployed: ASGI function, pika AsyncioConnection",
+    "s": "a with its broker down: every message spooled to Pub/Sub (the emulator, here)",
     "b": "naive: Flask function, new TLS connection per request",
     "f": "FastAPI + aio-pika (robust connection), plain uvicorn",
     "c": "functions-framework ASGI hello world, no publish",
@@ -95,9 +98,11 @@ def server_specs(
     *,
     python: str = sys.executable,
     candidate: Path | None = None,
+    spool_env: dict[str, str] | None = None,
 ) -> dict[str, ServerSpec]:
     """Every HTTP row, all on the same broker, all expecting `Authorization: Bearer <token>`
-    (except the hello world, which checks nothing). `candidate`: a checkout to serve as (x)."""
+    (except the hello world, which checks nothing). `candidate`: a checkout to serve as (x);
+    `spool_env`: SPOOL_TOPIC and its emulator, for (s)."""
 
     def env(extra: dict[str, str], *, speedups: bool) -> dict[str, str]:
         path = [REPO] if speedups else [NO_SPEEDUPS, REPO]
@@ -152,6 +157,18 @@ def server_specs(
             "f+", LABELS["f+"], uvicorn, env(baseline_env, speedups=True), REPO, cold_start=False
         ),
     }
+    if spool_env is not None:
+        # (a) whose broker is down (nothing listens on its port): each request goes to the spool.
+        down = {"AMQP_URL": broker_env["AMQP_URL"].rsplit(":", 1)[0] + f":{free_port()}/%2F"}
+        specs["s"] = ServerSpec(
+            "s",
+            LABELS["s"],
+            relay,
+            env({**relay_env, **spool_env, **down}, speedups=True),
+            RELAY_DIR,
+            cold_start=False,
+            spooled=True,
+        )
     if candidate is not None:
         # The same environment as (a), its code from the other checkout.
         source = candidate / "functions" / RELAY_FUNCTION

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,17 @@ from bench.rows import (
     LABELS,
     RAW_ROW,
     SPEEDUP_ROWS,
+    SPOOL_ROW,
     compile_sources,
     deployed_concurrency,
     deployed_connection_bound,
     raw_env,
 )
 from bench.servers import ServerError
+from bench.spool import BenchSpool
 from deploy import REPO
 from deploy.broker import BrokerError, BrokerNode, start_broker
+from deploy.pubsub_emulator import emulator_missing
 
 RESULTS = REPO / "bench" / "results"
 PUBLISHED_CHART = REPO / "docs" / "bench.png"
@@ -101,7 +105,7 @@ def parse_args(argv: list[str]) -> Plan:
         rows = args.rows.split(",")
     else:
         speedups = [r for r in SPEEDUP_ROWS if not quick or r in BARE_ROWS]
-        rows = [*HTTP_ROWS, *COLD_ONLY_ROWS, RAW_ROW, *speedups]
+        rows = [*HTTP_ROWS, SPOOL_ROW, *COLD_ONLY_ROWS, RAW_ROW, *speedups]
     if args.candidate is not None:
         if not (args.candidate / "functions" / "vm_isolate" / "main.py").exists():
             parser.error(f"{args.candidate} is not a checkout of event-relay")
@@ -144,7 +148,14 @@ def parse_args(argv: list[str]) -> Plan:
     )
 
 
-def run_mode(plan: Plan, results: Results, mode: BrokerMode, work_dir: Path, first: bool) -> None:
+def run_mode(
+    plan: Plan,
+    results: Results,
+    mode: BrokerMode,
+    work_dir: Path,
+    first: bool,
+    spool: BenchSpool | None,
+) -> None:
     """One broker mode: its node, the cold starts (first mode only), the rounds, the scale-out
     (first mode only), and the profile and the syscall counts (in the tmpfs mode)."""
     say(f"{mode.describe()}: starting a private RabbitMQ node with mutual TLS ...")
@@ -155,7 +166,7 @@ def run_mode(plan: Plan, results: Results, mode: BrokerMode, work_dir: Path, fir
             results.rabbitmq = _rabbitmq_version(node)
         results.modes.append(mode)
         profile_mode = "tmpfs" if "tmpfs" in plan.modes else plan.modes[0]
-        phase = Phase(plan, results, mode, node, work_dir)
+        phase = Phase(plan, results, mode, node, work_dir, spool)
         try:
             phase.run(cold_starts=first, profile_here=mode.name == profile_mode)
         finally:
@@ -175,11 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     results = Results()
     compile_sources(plan.python, plan.candidate)
-    with tempfile.TemporaryDirectory(prefix="event-relay-bench-") as work:
+    with tempfile.TemporaryDirectory(prefix="event-relay-bench-") as work, ExitStack() as stack:
+        spool = None
+        if SPOOL_ROW in plan.rows:
+            if (missing := emulator_missing()) is not None:
+                say(f"no row (s): {missing}")
+                plan.rows.remove(SPOOL_ROW)
+            else:
+                say("starting Google's Pub/Sub emulator for row (s) ...")
+                spool = BenchSpool(Path(work))
+                stack.callback(spool.stop)
         for index, name in enumerate(plan.modes):
             try:
                 with broker_mode(name) as mode:
-                    run_mode(plan, results, mode, Path(work) / name, first=index == 0)
+                    run_mode(plan, results, mode, Path(work) / name, index == 0, spool)
             except ModeUnavailable as exc:
                 say(f"skipping the {name} mode: {exc}")
                 results.skipped_modes[name] = str(exc)

@@ -26,6 +26,7 @@ class ServerSpec:
     cwd: Path
     cold_start: bool = True  # measured for this row
     publishes: bool = True  # False for the hello world: its queue must stay empty
+    spooled: bool = False  # it publishes to the spool, not the queue: the spool must hold its 2xx
     loaded: bool = True  # False: a cold start row only, never put under load
     notes: str = ""
 
