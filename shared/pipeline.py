@@ -7,6 +7,7 @@ writes one log line, built from what the request became (`Accepted`) and how it 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from shared.adapters import Adapter, Refusal, Routes
 from shared.auth import Authenticator
@@ -45,6 +46,8 @@ log = logging.getLogger("event_relay.request")
 IDEMPOTENCY_HEADER = "idempotency-key"
 _NO_QUERY: dict[str, str] = {}
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+# JSONResponse's own encoding, with one encoder: json.dumps with options makes one per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ class Relay:
             accepted_fields = accepted.log_fields
             outcomes = await self._deliverer.deliver(accepted.messages, started)
             answer, accepted_fields = accepted.delivered(outcomes)
-            response: Response = JSONResponse(answer, status_code=202)
+            response: Response = Response(_encode(answer), 202, media_type="application/json")
         except RelayError as error:
             fields["problem"] = error.slug
             # An auth failure logs its reason; the caller only learns that it failed.
