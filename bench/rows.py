@@ -32,7 +32,7 @@ from deploy import REPO
 from deploy.broker import free_port
 from deploy.function_process import FunctionProcess
 from deploy.local import local_env
-from deploy.manifest import Function, load_manifest
+from deploy.manifest import Function, load_deployment, load_manifest
 
 BENCH = REPO / "bench"
 BASELINES = BENCH / "baselines"
@@ -75,8 +75,9 @@ def deployed_concurrency() -> int:
 
 def deployed_connection_bound() -> int:
     """The most broker connections the manifest lets its functions open at once: the sum over
-    the functions of max_instances times workers (one connection per worker process)."""
-    return sum(f.max_instances * f.workers for f in load_manifest())
+    the functions (the drain included) of max_instances times workers (one connection per
+    worker process)."""
+    return sum(f.max_instances * f.workers for f in load_deployment().deployables)
 
 
 def deployed_env() -> dict[str, str]:
