@@ -19,7 +19,7 @@ FIELDS = {
     "event_ids": ["a", "b"],
     "skipped": [{"pointer": "/alerts/2", "reason": "resolved"}],
     "delivery": {"a": "confirmed", "b": "spooled"},
-    "summary": "hôte: \u2028 \"quoted\"",
+    "summary": 'hôte: \u2028 "quoted"',
     "status": 202,
     "latency_ms": 1.25,
 }
