@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pika
-from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
+from shared.amqp_connection import Connection
 from shared.envelope import Message
 from shared.errors import (
     BrokerBlockedError,
@@ -96,30 +96,6 @@ class _Link:
     renewing: asyncio.Future[_Channel] | None = None  # a new channel replacing a retired one
     blocked: bool = False
     last_confirm: float = 0.0  # monotonic time of the broker's last ack or nack
-
-
-class _OneWritePerMessage(AsyncioConnection):  # type: ignore[misc]
-    """pika hands each frame of a message (method, header and body) to the socket on its own:
-    three TLS records and three send() calls per publish. Here the frames of one event-loop turn
-    (every message published meanwhile) go out together, as one record and one send(), the same
-    bytes in the same order (measured: ~15 % more events per second for a message's frames, a
-    further ~10 % less CPU per event at 8 concurrent requests for a turn's)."""
-
-    _pending: list[bytes] | None = None
-
-    def _output_marshaled_frames(self, marshaled_frames: list[bytes]) -> None:
-        self.frames_sent += len(marshaled_frames)
-        if self._pending is None:
-            self._pending = []
-            self.ioloop.call_soon(self._flush)
-        self._pending += marshaled_frames
-
-    def _flush(self) -> None:
-        joined = b"".join(self._pending or ())
-        self._pending = None
-        self.bytes_sent += len(joined)
-        if joined and self._transport is not None:  # closed meanwhile: nothing to send it on
-            self._adapter_emit_data(joined)
 
 
 class Publisher:
@@ -460,12 +436,12 @@ class Publisher:
             _fail(ready, reason)
             self._drop(link, f"connection closed: {reason!r}")
 
-        link.connection = _OneWritePerMessage(
+        link.connection = Connection(
             params,
+            loop=loop,
             on_open_callback=lambda _connection: _resolve(ready, None),
             on_open_error_callback=on_open_error,
             on_close_callback=on_close,
-            custom_ioloop=loop,
         )
         link.connection.add_on_connection_blocked_callback(lambda *_: self._set_blocked(link, True))
         link.connection.add_on_connection_unblocked_callback(

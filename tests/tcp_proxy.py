@@ -42,14 +42,15 @@ class TcpProxy:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
-            self.cut()
-            asyncio.run_coroutine_threadsafe(self._cancel_tasks(), self._loop).result()
+            asyncio.run_coroutine_threadsafe(self._shut(self._server), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
-    async def _cancel_tasks(self) -> None:
-        """End the pipes still open, so no task is destroyed pending with the loop."""
+    async def _shut(self, server: asyncio.Server) -> None:
+        """On the proxy's own loop (its objects are not thread-safe): stop listening, cut every
+        connection and end the pipes still open, so no task is destroyed pending with the loop."""
+        server.close()
+        await self._close_all()
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in tasks:
             task.cancel()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
+from typing import Any
 
 import pika
 import pytest
+import uvloop
 
 from deploy.broker import BrokerNode
 from shared.broker_params import connection_parameters
@@ -15,6 +17,7 @@ from shared.config import Settings
 from shared.envelope import Message
 from shared.publisher import Publisher
 from tests.e2e.conftest import Route
+from tests.tcp_proxy import TcpProxy
 
 
 def test_each_message_goes_out_in_one_write_and_arrives_whole(
@@ -83,3 +86,44 @@ def _frames(data: bytes) -> list[tuple[int, bytes]]:
         frames.append((frame_type, data[7 : 7 + size]))
         data = data[8 + size :]
     return frames
+
+
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_a_cut_stream_is_a_lost_connection_and_the_next_publish_reconnects(
+    run: Callable[[Coroutine[Any, Any, None]], None],
+    broker: BrokerNode,
+    make_route: Callable[[str], Route],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The TCP stream ends without a TLS close_notify (a dropped VPN, a killed node): pika hears
+    of a lost stream, not of an abort of its own, and nothing escapes to the event loop."""
+    for name, value in broker.client_env().items():
+        monkeypatch.setenv(name, value)
+    route = make_route("wire.cut")
+    loop_errors: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, err: loop_errors.append(err))
+        with TcpProxy(broker.port) as proxy:
+            monkeypatch.setenv("AMQP_URL", broker.url(port=proxy.port))
+            publisher = Publisher(
+                route.exchange,
+                publish_timeout=5,
+                parameters=partial(connection_parameters, Settings.from_env()),
+            )
+            await publisher.publish(_message("wire.cut", "before"))
+            first = publisher._link
+            proxy.cut()
+            while publisher._link is first:  # noqa: ASYNC110 (hears of the loss by itself)
+                await asyncio.sleep(0.01)
+            await publisher.publish(_message("wire.cut", "after"))
+            await publisher.close()
+
+    run(asyncio.wait_for(scenario(), 20))  # functions-framework serves on uvloop
+
+    assert loop_errors == []
+    assert sorted(d.properties.message_id for d in route.messages()) == ["after", "before"]
+
+
+def _message(routing_key: str, message_id: str) -> Message:
+    return Message(routing_key, b"{}", pika.BasicProperties(message_id=message_id, delivery_mode=2))
