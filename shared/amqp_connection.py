@@ -31,7 +31,9 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
 
     _pending: list[bytes] | None = None
 
-    def __init__(self, parameters: Any, *, loop: asyncio.AbstractEventLoop, **callbacks: Any):
+    def __init__(
+        self, parameters: Any, *, loop: asyncio.AbstractEventLoop, **callbacks: Any
+    ) -> None:
         super().__init__(parameters, custom_ioloop=_LoopStreams(loop), **callbacks)
 
     def _output_marshaled_frames(self, marshaled_frames: list[bytes]) -> None:
@@ -115,7 +117,7 @@ class _Stream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._protocol.data_received(data)
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> bool:
         return bool(self._protocol.eof_received())
 
     def connection_lost(self, exc: Exception | None) -> None:

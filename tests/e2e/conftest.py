@@ -118,6 +118,14 @@ def empty_queue(route: Route) -> None:
     route.messages()
 
 
+@pytest.fixture
+def broker_settings(broker: BrokerNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The functions' own AMQP_* settings in this process's environment, for the code a test
+    runs in-process (a Publisher, topology) to read."""
+    for name, value in broker.client_env().items():
+        monkeypatch.setenv(name, value)
+
+
 def function_env(broker: BrokerNode, exchange: str, **extra: str) -> dict[str, str]:
     """What a function needs to reach the test broker, with authentication off unless set."""
     env = {**broker.client_env(), "AMQP_EXCHANGE": exchange, "AUTH_DISABLED": "1"}

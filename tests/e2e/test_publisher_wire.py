@@ -19,20 +19,20 @@ from shared.publisher import Publisher
 from tests.e2e.conftest import Route
 from tests.tcp_proxy import TcpProxy
 
+pytestmark = pytest.mark.usefixtures("broker_settings")
+
+
+def _publisher(exchange: str) -> Publisher:
+    return Publisher(
+        exchange, publish_timeout=5, parameters=partial(connection_parameters, Settings.from_env())
+    )
+
 
 def test_each_message_goes_out_in_one_write_and_arrives_whole(
-    broker: BrokerNode,
     make_route: Callable[[str], Route],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name, value in broker.client_env().items():
-        monkeypatch.setenv(name, value)
     route = make_route("wire.test")
-    publisher = Publisher(
-        route.exchange,
-        publish_timeout=5,
-        parameters=partial(connection_parameters, Settings.from_env()),
-    )
+    publisher = _publisher(route.exchange)
     messages = [
         Message(
             "wire.test",
@@ -97,8 +97,6 @@ def test_a_cut_stream_is_a_lost_connection_and_the_next_publish_reconnects(
 ) -> None:
     """The TCP stream ends without a TLS close_notify (a dropped VPN, a killed node): pika hears
     of a lost stream, not of an abort of its own, and nothing escapes to the event loop."""
-    for name, value in broker.client_env().items():
-        monkeypatch.setenv(name, value)
     route = make_route("wire.cut")
     loop_errors: list[dict[str, Any]] = []
 
@@ -106,11 +104,7 @@ def test_a_cut_stream_is_a_lost_connection_and_the_next_publish_reconnects(
         asyncio.get_running_loop().set_exception_handler(lambda _loop, err: loop_errors.append(err))
         with TcpProxy(broker.port) as proxy:
             monkeypatch.setenv("AMQP_URL", broker.url(port=proxy.port))
-            publisher = Publisher(
-                route.exchange,
-                publish_timeout=5,
-                parameters=partial(connection_parameters, Settings.from_env()),
-            )
+            publisher = _publisher(route.exchange)
             await publisher.publish(_message("wire.cut", "before"))
             first = publisher._link
             proxy.cut()

@@ -33,11 +33,7 @@ def exchange(manifest: Path) -> str:
     return load_manifest(manifest)[0].exchange
 
 
-@pytest.fixture(autouse=True)
-def broker_settings(broker: BrokerNode, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The functions' own AMQP_* settings, which topology reads too."""
-    for name, value in broker.client_env().items():
-        monkeypatch.setenv(name, value)
+pytestmark = pytest.mark.usefixtures("broker_settings")
 
 
 def topology(manifest: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
