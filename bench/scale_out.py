@@ -23,11 +23,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pika.adapters.asyncio_connection import AsyncioConnection
-
 from bench.baselines.common import pika_parameters
 from bench.machine import cpu_seconds, process_tree, rss_kib
 from deploy.broker import BrokerNode
+from shared.amqp_connection import Connection
 
 HEARTBEAT_SECONDS = 30  # shared.config's default AMQP_HEARTBEAT
 IDLE_SECONDS = 1.0  # how long the broker's idle CPU is sampled, before and with the connections
@@ -64,11 +63,11 @@ def _open_one(parameters: Any, loop: asyncio.AbstractEventLoop) -> tuple[Any, as
     def confirm_mode(channel: Any) -> None:
         channel.confirm_delivery(ack_nack_callback=lambda _frame: None, callback=resolve)
 
-    connection = AsyncioConnection(
+    connection = Connection(  # the publisher's own, on the loop's TLS transport
         parameters,
+        loop=loop,
         on_open_callback=lambda c: c.channel(on_open_callback=confirm_mode),
         on_open_error_callback=fail,
-        custom_ioloop=loop,
     )
     return connection, ready
 
