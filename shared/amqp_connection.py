@@ -8,7 +8,8 @@ hostname check, from the same `SSLContext`.
 
 The frames of one event-loop turn (every message published meanwhile) go out together, as one
 TLS record and one send(), the same bytes in the same order, where pika hands each frame of a
-message (method, header, body) to the socket on its own.
+message (method, header, body) to the socket on its own. A publish marshals only what changes
+from message to message (the header and the body): its method frame is made once per route.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, cast
 
+from pika import frame, spec
 from pika.adapters.asyncio_connection import AsyncioConnection, _AsyncioIOServicesAdapter
 from pika.adapters.utils.nbio_interface import AbstractIOReference
+from pika.exceptions import ChannelWrongStateError
 
 # pika's stream result: (transport, protocol) once linked up, or the error.
 OnStreamDone = Callable[[Any], None]
@@ -36,6 +40,34 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
     ) -> None:
         super().__init__(parameters, custom_ioloop=_LoopStreams(loop), **callbacks)
 
+    def basic_publish(
+        self,
+        channel: Any,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: spec.BasicProperties,
+        *,
+        mandatory: bool,
+    ) -> None:
+        """Send what `channel.basic_publish` sends, the same frames, with the method frame
+        (the same for every message of a route) taken from a cache: pika makes and encodes a
+        Basic.Publish for each message, a tenth of a publish's cost."""
+        if not channel.is_open:
+            raise ChannelWrongStateError("Channel is closed.")  # as pika's own says it
+        number = channel.channel_number
+        step = self._body_max_length
+        self._output_marshaled_frames(
+            [
+                _publish_frame(number, exchange, routing_key, mandatory),
+                frame.Header(number, len(body), properties).marshal(),
+                *(
+                    frame.Body(number, body[at : at + step]).marshal()
+                    for at in range(0, len(body), step)
+                ),
+            ]
+        )
+
     def _output_marshaled_frames(self, marshaled_frames: list[bytes]) -> None:
         self.frames_sent += len(marshaled_frames)
         if self._pending is None:
@@ -49,6 +81,13 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
         self.bytes_sent += len(joined)
         if joined and self._transport is not None:  # closed meanwhile: nothing to send it on
             self._adapter_emit_data(joined)
+
+
+@lru_cache(maxsize=256)  # a few routes per function, on a channel or two
+def _publish_frame(channel_number: int, exchange: str, routing_key: str, mandatory: bool) -> bytes:
+    publish = spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory)
+    marshalled: bytes = frame.Method(channel_number, publish).marshal()
+    return marshalled
 
 
 class _LoopStreams(_AsyncioIOServicesAdapter):  # type: ignore[misc]

@@ -77,6 +77,27 @@ def test_each_message_goes_out_in_one_write_and_arrives_whole(
     assert all(d.properties.delivery_mode == 2 for d in delivered)
 
 
+def test_a_message_larger_than_a_frame_arrives_whole(make_route: Callable[[str], Route]) -> None:
+    """The broker's frame_max (128 KiB) splits the body into several body frames."""
+    route = make_route("wire.large")
+    publisher = _publisher(route.exchange)
+    pad = "".join(chr(ord("a") + n % 26) for n in range(300_000))  # no two frames alike
+    message = Message(
+        "wire.large",
+        b'{"n":1,"pad":"%s"}' % pad.encode(),
+        pika.BasicProperties(message_id="m-large", delivery_mode=2),
+    )
+
+    async def scenario() -> None:
+        await publisher.publish(message)
+        await publisher.close()
+
+    asyncio.run(scenario())
+    [delivered] = route.messages()
+    assert delivered.properties.message_id == "m-large"
+    assert delivered.body == {"n": 1, "pad": pad}
+
+
 def _frames(data: bytes) -> list[tuple[int, bytes]]:
     """Split one send() into AMQP frames (type, payload); fails unless it holds whole frames."""
     frames = []

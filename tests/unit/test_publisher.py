@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -39,9 +40,6 @@ class FakeChannel:
         self.published: list[str] = []
         self.confirm: Any = None  # the publisher's ack/nack callback, once in confirm mode
 
-    def basic_publish(self, *args: Any, **_kwargs: Any) -> None:
-        self.published.append(args[3].message_id)
-
     def close(self) -> None:
         self.is_open = False
 
@@ -57,12 +55,16 @@ class FakeChannel:
 
 
 class FakeConnection:
-    """Opens FakeChannels, as pika's connection.channel() does, a moment later."""
+    """Opens FakeChannels, as pika's connection.channel() does, a moment later, and records
+    what is published on each."""
 
     is_closing = is_closed = False
 
     def __init__(self) -> None:
         self.opened: list[FakeChannel] = []
+
+    def basic_publish(self, channel: FakeChannel, *args: Any, **_kwargs: Any) -> None:
+        channel.published.append(args[3].message_id)
 
     def channel(self, *, on_open_callback: Any) -> None:
         self.opened.append(FakeChannel())
@@ -72,7 +74,8 @@ class FakeConnection:
 async def link_with(publisher: Publisher, *message_ids: str) -> _Link:
     """A link whose channel's deliveries 1..n await confirms, as `_send` leaves them."""
     loop = asyncio.get_running_loop()
-    connection = SimpleNamespace(is_closing=False, is_closed=True)
+    connection = FakeConnection()
+    connection.is_closed = True  # nothing for _drop to close
     channel = _Channel(FakeChannel())
     link = _Link(closed=loop.create_future(), connection=connection, channel=channel)
     link.channels.append(channel)
@@ -190,7 +193,7 @@ def test_connection_blocked_answers_the_publishes_held_by_the_broker_at_once() -
         futures = [d.confirmed for d in current(link).in_flight.values()]
         publisher._set_blocked(link, True)
         with pytest.raises(BrokerBlockedError):
-            await publisher._send(link, current(link), MESSAGE)
+            await publisher._send(link, current(link), MESSAGE, until=time.monotonic() + 1)
         return outcome(futures)
 
     assert asyncio.run(scenario()) == [BrokerBlockedError.__name__] * 2
@@ -263,6 +266,31 @@ def test_no_confirm_at_all_within_the_deadline_drops_the_link() -> None:
         return publisher._link is None
 
     assert asyncio.run(scenario())
+
+
+def test_waiting_for_a_channel_and_for_the_confirm_share_one_publish_timeout() -> None:
+    """A publish that first waits for a new channel (its old one retired) has only what is
+    left of its timeout for the confirm."""
+
+    class SlowConnection(FakeConnection):
+        def channel(self, *, on_open_callback: Any) -> None:
+            self.opened.append(FakeChannel())
+            asyncio.get_running_loop().call_later(0.15, on_open_callback, self.opened[-1])
+
+    async def scenario() -> float:
+        publisher = Publisher("x", publish_timeout=0.25, parameters=unusable_settings)
+        publisher._claim(asyncio.get_running_loop())
+        link = await link_with(publisher)
+        link.connection = SlowConnection()
+        link.connection.is_closed = True  # nothing for _drop to close
+        current(link).retired = True
+        started = time.monotonic()
+        with pytest.raises(PublishTimeoutError):
+            await publisher.publish(MESSAGE)
+        assert link.connection.opened[0].published == ["m-1"]  # on the new channel
+        return time.monotonic() - started
+
+    assert 0.24 <= asyncio.run(scenario()) < 0.35
 
 
 def test_a_warm_up_opens_once_in_the_background_and_never_after_sigterm() -> None:
