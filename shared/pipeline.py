@@ -11,7 +11,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ from starlette.responses import Response
 from shared.adapters import Adapter, Refusal, Routes
 from shared.auth import Authenticator
 from shared.delivery import Deliverer, Outcome
-from shared.envelope import Message, build_message
+from shared.envelope import Message, build_message, new_event_id
 from shared.errors import (
     AuthenticationError,
     MethodNotAllowedError,
@@ -147,7 +146,7 @@ class Relay:
         if adapter is not None:
             return self._adapt(adapter, document, trace)
         event = validate_event(self.model, body)
-        event_id = delivery_id or _idempotency_key(headers) or str(uuid.uuid4())
+        event_id = delivery_id or _idempotency_key(headers) or new_event_id()
         routing_key = self.model.routing_key
         message = build_message(
             event,
