@@ -30,6 +30,9 @@ class Outcome:
     broker_problem: str | None = None  # the broker's problem slug when it was spooled
 
 
+CONFIRMED = Outcome("confirmed")
+
+
 class Deliverer:
     """The broker first; the spool, when there is one, for what the broker did not confirm."""
 
@@ -56,10 +59,10 @@ class Deliverer:
     async def _deliver(self, message: Message, deadline: float) -> Outcome:
         if self._spool is None:
             await self.publisher.publish(message)
-            return Outcome("confirmed")
+            return CONFIRMED
         try:
             await self.publisher.publish(message, deadline=deadline - SPOOL_MIN_SECONDS)
-            return Outcome("confirmed")
+            return CONFIRMED
         except UnavailableError as broker_error:
             try:
                 await self._spool.publish(

@@ -57,7 +57,7 @@ class Drain:
         try:
             if request.method != "POST":
                 raise MethodNotAllowedError("Only POST is accepted.")
-            body = await read_body(None, request.stream(), MAX_PUSH_BYTES)
+            body = await read_body(None, request.receive, MAX_PUSH_BYTES)
             data, attributes, fields["pubsub_message_id"] = _pushed(request, body)
             fields["event_id"] = attributes.get("message_id", "")
             fields["routing_key"] = attributes.get("routing_key", "")

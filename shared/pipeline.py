@@ -135,9 +135,7 @@ class Relay:
         trace: TraceContext | None,
     ) -> Accepted:
         """Read, authenticate, parse and validate: Accepted, or the RequestError why not."""
-        body = await read_body(
-            headers.get("content-length"), request.stream(), self._max_body_bytes
-        )
+        body = await read_body(headers.get("content-length"), request.receive, self._max_body_bytes)
         # Parsing the query costs every request; only a query-token caller sends one.
         query = request.query_params if request.scope["query_string"] else _NO_QUERY
         delivery_id = await self._authenticator.verify(headers, query, body)

@@ -40,8 +40,12 @@ def _valid_hostname(value: str) -> str:
     return name
 
 
+# json.dumps(value, separators=(",", ":")), with one encoder rather than a new one per call.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _bounded_details(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is not None and len(json.dumps(value, separators=(",", ":"))) > MAX_DETAILS_BYTES:
+    if value is not None and len(_compact_json(value)) > MAX_DETAILS_BYTES:
         raise ValueError(f"must serialize to at most {MAX_DETAILS_BYTES} bytes of JSON")
     return value
 

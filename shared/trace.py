@@ -44,19 +44,18 @@ class TraceContext:
 def trace_of(headers: Mapping[str, str]) -> TraceContext | None:
     """The request's trace context (lower-case header names), or None when it has none or
     only malformed ones."""
-    span = secrets.token_hex(8)
     if match := _TRACEPARENT.fullmatch(headers.get("traceparent", "").strip()):
         trace_id, parent, flags = match.groups()
         if trace_id != _NO_TRACE and parent != _NO_SPAN:
             state = headers.get("tracestate", "").strip()
             return TraceContext(
                 trace_id,
-                span,
+                secrets.token_hex(8),
                 bool(int(flags, 16) & 1),
                 state if _TRACESTATE.fullmatch(state) else None,
             )
     if match := _CLOUD_TRACE.fullmatch(headers.get("x-cloud-trace-context", "").strip()):
         trace_id, _parent, sampled = match.groups()
         if trace_id != _NO_TRACE:
-            return TraceContext(trace_id.lower(), span, sampled == "1")
+            return TraceContext(trace_id.lower(), secrets.token_hex(8), sampled == "1")
     return None
