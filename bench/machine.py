@@ -156,12 +156,17 @@ class CpuWindow:
 
 
 def process_tree(root: int) -> list[int]:
-    """root and all its descendants."""
+    """root and all its descendants. One that exits while they are listed is skipped: the
+    broker runs `df` in a short-lived child every few seconds."""
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").glob("*/children"))
+        except OSError:  # exited meanwhile
+            continue
         found.append(pid)
-        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for task in tasks:
             try:
                 todo.extend(int(child) for child in task.read_text().split())
             except OSError:
