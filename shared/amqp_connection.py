@@ -51,8 +51,8 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
         mandatory: bool,
     ) -> None:
         """Send what `channel.basic_publish` sends, the same frames, with the method frame
-        (the same for every message of a route) taken from a cache: pika makes and encodes a
-        Basic.Publish for each message, a tenth of a publish's cost."""
+        (the same for every message of a route) taken from a cache, where pika makes and
+        encodes a Basic.Publish for each message."""
         if not channel.is_open:
             raise ChannelWrongStateError("Channel is closed.")  # as pika's own says it
         number = channel.channel_number

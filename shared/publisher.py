@@ -157,7 +157,7 @@ class Publisher:
         link = self._link
         try:
             channel = link.channel if link is not None else None
-            if link is None or channel is None or channel.retired:  # wait for them in the limit
+            if link is None or channel is None or channel.retired:  # wait, within the limit
                 async with asyncio.timeout(limit):
                     link = await self._ready_link()
                     channel = await self._ready_channel(link)
@@ -219,8 +219,8 @@ class Publisher:
     async def _send(
         self, link: _Link, channel: _Channel, message: Message, *, until: float
     ) -> None:
-        """Publish on `channel` and await the confirm until the monotonic time `until`: a timer
-        of the loop's, a fifth of what an asyncio.timeout costs every publish."""
+        """Publish on `channel` and await the confirm until the monotonic time `until`, under
+        one timer of the loop's: an asyncio.timeout costs every publish a good deal more."""
         if link.blocked:
             raise BrokerBlockedError("the broker blocks publishers (memory or disk alarm)")
         tag, channel.next_tag = channel.next_tag, channel.next_tag + 1
