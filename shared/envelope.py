@@ -57,6 +57,7 @@ def build_message(
     trace context travels as the CloudEvent's and the AMQP message's traceparent."""
     received = datetime.now(UTC)
     ce_type, attributes = _attributes_of(event_type)
+    trace_headers = trace.headers() if trace else None
     properties = BasicProperties(
         content_type=CONTENT_TYPE,
         content_encoding="utf-8",
@@ -65,7 +66,7 @@ def build_message(
         timestamp=int(received.timestamp()),
         type=ce_type,
         app_id=APP_ID,
-        headers=trace.headers() if trace else None,
+        headers=trace_headers,
     )
     # The attributes in a fixed order, and `data` serialised by pydantic itself (in Rust): the
     # same JSON as model_dump(mode="json"), spliced in rather than dumped twice.
@@ -75,8 +76,8 @@ def build_message(
         f'"time":"{received.isoformat().replace("+00:00", "Z")}",'
         '"datacontenttype":"application/json",'
     )
-    if trace:
-        head += "".join(f"{_json(k)}:{_json(v)}," for k, v in trace.headers().items())
+    if trace_headers:
+        head += "".join(f"{_json(k)}:{_json(v)}," for k, v in trace_headers.items())
     # model_dump_json's own bytes, before it decodes them into a str.
     data = event.__pydantic_serializer__.to_json(event)
     body = b"".join((head.encode(), b'"data":', data, b"}"))

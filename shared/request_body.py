@@ -37,16 +37,19 @@ async def read_body(declared_length: str | None, receive: Receive, limit: int) -
             raise RequestError("Content-Length is not a number.")
         if int(declared_length) > limit:
             raise PayloadTooLargeError(f"The body is larger than {limit} bytes.")
-    body, more = b"", True
+    chunks: list[bytes] = []
+    size, more = 0, True
     while more:
         message = await receive()
         if message["type"] != "http.request":  # http.disconnect, as request.stream() raises it
             raise ClientDisconnect()
-        body += message.get("body", b"")
-        if len(body) > limit:
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
             raise PayloadTooLargeError(f"The body is larger than {limit} bytes.")
+        chunks.append(chunk)
         more = message.get("more_body", False)
-    return body
+    return b"".join(chunks)  # linear in the size however small the chunks; one is returned as is
 
 
 def check_json_content_type(content_type: str | None) -> None:
