@@ -7,7 +7,6 @@ line that names the setting, and open the broker connection with the worker's fi
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 import sys
@@ -89,7 +88,7 @@ def _serve(name: str, build: Callable[[Settings, Publisher], Handler]) -> HttpFu
     async def function(request: Request) -> Response:
         # No lifespan hook in ASGI mode: the worker's first request wires up the shutdown and
         # starts the broker connection, which the checks of the request then overlap.
-        call_on_sigterm(asyncio.get_running_loop(), publisher.shut_down)
+        call_on_sigterm(publisher.shut_down)
         publisher.warm_up()
         return await handler.handle(request)
 

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from shared.errors import (
     UnavailableError,
     UnroutableError,
 )
+from shared.process import current_pid
 
 log = logging.getLogger("event_relay.publisher")
 
@@ -119,7 +119,7 @@ class Publisher:
 
     def _forget(self) -> None:
         """Start from nothing: a new process (after fork) or a new event loop owns no connection."""
-        self._owner: tuple[int, asyncio.AbstractEventLoop | None] = (os.getpid(), None)
+        self._owner: tuple[int, asyncio.AbstractEventLoop | None] = (current_pid(), None)
         self._link: _Link | None = None
         self._opening: asyncio.Future[_Link] | None = None
         self._failures = 0
@@ -132,14 +132,14 @@ class Publisher:
     def _claim(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind the publisher to this process and event loop: pika objects never cross loops."""
         pid, owner = self._owner
-        if pid == os.getpid() and owner is loop:
+        if pid == current_pid() and owner is loop:
             return
-        if pid == os.getpid() and owner is not None and not owner.is_closed():
+        if pid == current_pid() and owner is not None and not owner.is_closed():
             # Two live loops would share one connection and delivery-tag counter.
             raise RuntimeError("this Publisher already serves another running event loop")
         # After a fork the parent's connection is not ours to touch; a closed loop's is dead.
         self._forget()
-        self._owner = (os.getpid(), loop)
+        self._owner = (current_pid(), loop)
 
     @property
     def exchange(self) -> str:
@@ -148,7 +148,8 @@ class Publisher:
     async def publish(self, message: Message, *, deadline: float | None = None) -> None:
         """Return once the broker confirmed `message`, within the publish timeout (or by the
         earlier monotonic `deadline`); raise an UnavailableError otherwise."""
-        self._claim(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        self._claim(loop)
         self._active += 1
         started = time.monotonic()
         limit = self._publish_timeout
@@ -161,7 +162,7 @@ class Publisher:
                 async with asyncio.timeout(limit):
                     link = await self._ready_link()
                     channel = await self._ready_channel(link)
-            await self._send(link, channel, message, until=started + limit)
+            await self._send(loop, link, channel, message, until=started + limit)
         except TimeoutError:
             # No confirm in time. If the broker confirmed nothing at all since, the connection
             # may be half-open: the next request opens a new one. A broker that is merely slow
@@ -217,14 +218,19 @@ class Publisher:
     # --- sending ------------------------------------------------------------------------
 
     async def _send(
-        self, link: _Link, channel: _Channel, message: Message, *, until: float
+        self,
+        loop: asyncio.AbstractEventLoop,
+        link: _Link,
+        channel: _Channel,
+        message: Message,
+        *,
+        until: float,
     ) -> None:
         """Publish on `channel` and await the confirm until the monotonic time `until`, under
         one timer of the loop's: an asyncio.timeout costs every publish a good deal more."""
         if link.blocked:
             raise BrokerBlockedError("the broker blocks publishers (memory or disk alarm)")
         tag, channel.next_tag = channel.next_tag, channel.next_tag + 1
-        loop = asyncio.get_running_loop()
         confirmed = loop.create_future()
         channel.in_flight[tag] = _InFlight(message.id, confirmed)
         timer = loop.call_later(until - time.monotonic(), _time_out, confirmed)

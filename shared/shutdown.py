@@ -10,11 +10,12 @@ loop, then hands the signal on to uvicorn, whose graceful drain happens as befor
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable
 from types import FrameType
+
+from shared.process import current_pid
 
 _installed_in_pid: int | None = None
 
@@ -22,23 +23,23 @@ _installed_in_pid: int | None = None
 _tasks: set[asyncio.Future[None]] = set()  # the loop keeps only weak references to tasks
 
 
-def call_on_sigterm(
-    loop: asyncio.AbstractEventLoop, callback: Callable[[], Awaitable[None]]
-) -> None:
-    """Once per process: on SIGTERM, await `callback()` on `loop`, then call the previous handler.
+def call_on_sigterm(callback: Callable[[], Awaitable[None]]) -> None:
+    """Once per process: on SIGTERM, await `callback()` on the running loop, then call the
+    previous handler. Called by every request: after the first, it costs one comparison.
 
     Only in front of a server's own Python handler (uvicorn's): where SIGTERM still has its
     default meaning, or outside the main thread (a test client), nothing is installed.
     """
     global _installed_in_pid
-    if _installed_in_pid == os.getpid():
+    if _installed_in_pid == current_pid():
         return
-    _installed_in_pid = os.getpid()
+    _installed_in_pid = current_pid()
     if threading.current_thread() is not threading.main_thread():
         return
     previous = signal.getsignal(signal.SIGTERM)
     if not callable(previous):
         return
+    loop = asyncio.get_running_loop()
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         def start() -> None:

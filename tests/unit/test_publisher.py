@@ -192,8 +192,9 @@ def test_connection_blocked_answers_the_publishes_held_by_the_broker_at_once() -
         link = await link_with(publisher, "a", "b")
         futures = [d.confirmed for d in current(link).in_flight.values()]
         publisher._set_blocked(link, True)
+        loop = asyncio.get_running_loop()
         with pytest.raises(BrokerBlockedError):
-            await publisher._send(link, current(link), MESSAGE, until=time.monotonic() + 1)
+            await publisher._send(loop, link, current(link), MESSAGE, until=time.monotonic() + 1)
         return outcome(futures)
 
     assert asyncio.run(scenario()) == [BrokerBlockedError.__name__] * 2
