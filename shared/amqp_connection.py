@@ -10,6 +10,7 @@ The frames of one event-loop turn (every message published meanwhile) go out tog
 TLS record and one send(), the same bytes in the same order, where pika hands each frame of a
 message (method, header, body) to the socket on its own. A publish marshals only what changes
 from message to message (the header and the body): its method frame is made once per route.
+A confirm goes from the frame reader straight to its channel's handler.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from pika.exceptions import ChannelWrongStateError
 
 # pika's stream result: (transport, protocol) once linked up, or the error.
 OnStreamDone = Callable[[Any], None]
+OnConfirm = Callable[[frame.Method], None]
+_CONFIRMS = (spec.Basic.Ack, spec.Basic.Nack)
 
 
 class Connection(AsyncioConnection):  # type: ignore[misc]
@@ -38,7 +41,32 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
     def __init__(
         self, parameters: Any, *, loop: asyncio.AbstractEventLoop, **callbacks: Any
     ) -> None:
+        self._confirm_handlers: dict[int, OnConfirm] = {}  # by channel number
         super().__init__(parameters, custom_ioloop=_LoopStreams(loop), **callbacks)
+
+    def confirm_delivery(
+        self, channel: Any, *, on_confirm: OnConfirm, on_ready: Callable[[Any], None]
+    ) -> None:
+        """Put `channel` in confirm mode, as `channel.confirm_delivery` does, with its confirms
+        (Basic.Ack and Basic.Nack frames) handed to `on_confirm` as they are read: pika's
+        callback manager looks each one up by channel and method through two layers of
+        wrappers."""
+        channel.confirm_delivery(ack_nack_callback=on_confirm, callback=on_ready)
+        self._confirm_handlers[channel.channel_number] = on_confirm
+
+    def _process_frame(self, frame_value: Any) -> None:
+        if type(frame_value) is frame.Method and type(frame_value.method) in _CONFIRMS:
+            on_confirm = self._confirm_handlers.get(frame_value.channel_number)
+            if on_confirm is not None:
+                self.frames_received += 1
+                on_confirm(frame_value)
+                return
+        super()._process_frame(frame_value)
+
+    def _on_channel_cleanup(self, channel: Any) -> None:
+        # A channel closed: a new one may take its number, with confirms of its own.
+        self._confirm_handlers.pop(channel.channel_number, None)
+        super()._on_channel_cleanup(channel)
 
     def basic_publish(
         self,

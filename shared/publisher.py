@@ -432,9 +432,10 @@ class Publisher:
                 lambda _amqp, reason: self._on_channel_closed(link, channel, reason)
             )
             amqp.add_on_return_callback(lambda *args: self._on_return(channel, *args))
-            amqp.confirm_delivery(
-                ack_nack_callback=lambda frame: self._on_confirm(link, channel, frame),
-                callback=lambda _frame: _resolve(ready, channel),
+            link.connection.confirm_delivery(
+                amqp,
+                on_confirm=lambda frame: self._on_confirm(link, channel, frame),
+                on_ready=lambda _frame: _resolve(ready, channel),
             )
 
         link.connection.channel(on_open_callback=on_channel)

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pika
 import pytest
-from pika import spec
+from pika import frame, spec
 from pika.exceptions import ChannelWrongStateError
 
 from shared.amqp_connection import Connection
@@ -60,3 +60,40 @@ def test_a_closed_channel_refuses_the_publish_as_pika_does() -> None:
             channel, "event-relay", "vm.isolate", b"{}", PROPERTIES, mandatory=True
         )
     assert recorder.frames == []
+
+
+class FrameReader(Connection):
+    """Only the frame dispatch of a Connection (no socket); what reaches pika's own is kept."""
+
+    def __init__(self) -> None:  # no super(): nothing is opened
+        self._confirm_handlers = {}
+        self._channels: dict[int, object] = {}
+        self.connection_state = self.CONNECTION_OPEN
+        self.frames_received = 0
+        self.to_pika: list[object] = []
+
+    def _process_callbacks(self, frame_value: object) -> bool:  # pika's dispatch from here on
+        self.to_pika.append(frame_value)
+        return True
+
+
+def test_a_confirm_goes_straight_to_its_channels_handler_and_no_further() -> None:
+    reader = FrameReader()
+    confirms: list[object] = []
+    channel = SimpleNamespace(channel_number=1, confirm_delivery=lambda **_: None)
+    reader._channels[1] = channel
+    reader.confirm_delivery(channel, on_confirm=confirms.append, on_ready=lambda _: None)
+    ack = frame.Method(1, spec.Basic.Ack(delivery_tag=3, multiple=True))
+    nack = frame.Method(1, spec.Basic.Nack(delivery_tag=4))
+    on_another_channel = frame.Method(2, spec.Basic.Ack(delivery_tag=1))
+    not_a_confirm = frame.Method(1, spec.Basic.Return(reply_code=312, reply_text="NO_ROUTE"))
+    for each in (ack, nack, on_another_channel, not_a_confirm):
+        reader._process_frame(each)
+    assert confirms == [ack, nack]  # once each: pika's callbacks never see them
+    assert reader.to_pika == [on_another_channel, not_a_confirm]
+    assert reader.frames_received == 4
+    # Closed, the channel's number may be taken by a new channel: its confirms are not ours.
+    reader._on_channel_cleanup(channel)
+    reader._process_frame(ack)
+    assert confirms == [ack, nack]
+    assert reader.to_pika[-1] is ack

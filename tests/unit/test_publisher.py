@@ -49,10 +49,6 @@ class FakeChannel:
     def add_on_return_callback(self, _callback: Any) -> None:
         pass
 
-    def confirm_delivery(self, *, ack_nack_callback: Any, callback: Any) -> None:
-        self.confirm = ack_nack_callback
-        asyncio.get_running_loop().call_soon(callback, None)  # Confirm.SelectOk
-
 
 class FakeConnection:
     """Opens FakeChannels, as pika's connection.channel() does, a moment later, and records
@@ -69,6 +65,10 @@ class FakeConnection:
     def channel(self, *, on_open_callback: Any) -> None:
         self.opened.append(FakeChannel())
         asyncio.get_running_loop().call_soon(on_open_callback, self.opened[-1])
+
+    def confirm_delivery(self, channel: FakeChannel, *, on_confirm: Any, on_ready: Any) -> None:
+        channel.confirm = on_confirm
+        asyncio.get_running_loop().call_soon(on_ready, None)  # Confirm.SelectOk
 
 
 async def link_with(publisher: Publisher, *message_ids: str) -> _Link:
