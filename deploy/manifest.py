@@ -24,10 +24,10 @@ from pydantic import (
 )
 
 from deploy import REPO
-from shared.adapters import routes_for
 from shared.adapters.mapping import parse_expression
 from shared.config import LOCAL_ONLY, SECRET_SETTINGS, Settings, settings_env
 from shared.errors import ConfigError
+from shared.routes import Routes
 from shared.schemas import EVENT_TYPES, Event
 from shared.vocabulary import CANONICAL, DRAIN, AuthMode, SenderName
 
@@ -353,8 +353,8 @@ def _problems(fn: Function) -> list[str]:
         return [missing, *_missing_source(fn)]
     problems = ["auth: required (here or in defaults)"] if fn.auth is None else []
     problems += _deployable_problems(fn, REQUIRED_SECRETS)
-    try:  # the checks the function itself makes at start, its secrets aside
-        routes_for(fn.model, fn.settings())
+    try:  # the checks the function makes at start, its secrets aside, and every adapter built
+        Routes(fn.model, fn.settings()).check()
     except ConfigError as exc:
         problems.append(f"env or senders: {exc}")
     return problems + _missing_source(fn)

@@ -18,7 +18,6 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from shared.adapters import routes_for
 from shared.auth import authenticator_for
 from shared.broker_params import check_broker_settings_at_start, connection_parameters
 from shared.config import Settings, settings
@@ -28,6 +27,7 @@ from shared.errors import RelayError
 from shared.logs import configure_logging
 from shared.pipeline import Relay
 from shared.publisher import Publisher
+from shared.routes import routes_for
 from shared.schemas import Event
 from shared.secrets import close_client
 from shared.shutdown import call_on_sigterm

@@ -12,12 +12,11 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from shared.adapters import Adapter, Refusal, Routes
 from shared.auth import Authenticator
 from shared.delivery import Deliverer, Outcome
 from shared.envelope import Message, build_message, new_event_id
@@ -36,9 +35,13 @@ from shared.request_body import (
     read_body,
     validate_event,
 )
+from shared.routes import Routes
 from shared.schemas import Event
 from shared.trace import TraceContext, trace_of
 from shared.vocabulary import IDEMPOTENCY_KEY_PATTERN
+
+if TYPE_CHECKING:  # only types: the adapters load with a sender path's first request
+    from shared.adapters import Adapter, Refusal
 
 log = logging.getLogger("event_relay.request")
 
@@ -165,7 +168,7 @@ class Relay:
         refused: list[Refusal] = []
         for candidate in candidates:
             outcome = adapter.validate(candidate)
-            if isinstance(outcome, Refusal):
+            if not isinstance(outcome, Event):  # a Refusal: why the alert is not valid
                 refused.append(outcome)
                 continue
             suffix = candidate.suffix  # "", ".resolved" or ".test": never read as a new order

@@ -159,7 +159,8 @@ def test_each_request_logs_one_json_line_without_the_payload(
 def test_importing_a_function_loads_no_grpc_nor_the_secret_manager_or_pubsub_client(
     broker: BrokerNode, route: Route
 ) -> None:
-    """Even with the spool on: its client is built by the worker, when first needed."""
+    """Even with the spool on: its client is built by the worker, when first needed; nor the
+    sender adapters, which a sender path's first request builds."""
     main = REPO / "functions" / "vm_isolate" / "main.py"
     code = (
         "import importlib.util as u; "
@@ -182,7 +183,13 @@ def test_importing_a_function_loads_no_grpc_nor_the_secret_manager_or_pubsub_cli
         m
         for m in modules
         if m.startswith(
-            ("grpc", "google.cloud.secretmanager", "google.cloud.pubsub", "google.api_core")
+            (
+                "grpc",
+                "google.cloud.secretmanager",
+                "google.cloud.pubsub",
+                "google.api_core",
+                "shared.adapters",
+            )
         )
     }
     assert not heavy

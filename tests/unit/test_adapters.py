@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
-from shared.adapters import Adapter, Candidate, Refusal, routes_for
+from shared.adapters import Adapter, Candidate, Refusal
 from shared.config import Settings
 from shared.errors import ConfigError, NotFoundError, ValidationFailedError
+from shared.routes import routes_for
 from shared.schemas import DiskSpaceLow, Event, LoginBruteforce, ServiceDown, VmIsolate
+from shared.vocabulary import SENDER_NAMES
 
 SENDERS = Path(__file__).parent.parent / "events" / "senders"
 MODELS: dict[str, type[Event]] = {
@@ -366,6 +368,19 @@ def test_bad_settings_stop_the_start(env: dict[str, str], message: str) -> None:
 
 
 # --- routes -------------------------------------------------------------------------------
+
+
+def test_an_adapter_is_built_as_its_path_first_needs_it_unless_mappings_are_set() -> None:
+    """Without SENDER_MAPPINGS a start builds no adapter (nothing the settings say can fail);
+    with them, every adapter is built, and checked, at start."""
+    lazy = routes_for(VmIsolate, Settings.from_env({}))
+    assert lazy._adapters == {}
+    first = lazy.adapter_for("/grafana")
+    assert first is lazy.adapter_for("/grafana/")  # built once
+    assert list(lazy._adapters) == ["grafana"]
+    mappings = {"splunk": {"reason": "result.r"}}
+    checked = routes_for(VmIsolate, Settings.from_env({"SENDER_MAPPINGS": json.dumps(mappings)}))
+    assert sorted(checked._adapters) == sorted(SENDER_NAMES)
 
 
 def test_paths_choose_the_format() -> None:

@@ -13,13 +13,13 @@ from starlette.requests import Request
 from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from shared.adapters import routes_for
 from shared.config import Settings
 from shared.delivery import Deliverer
 from shared.envelope import Message
 from shared.errors import PublishTimeoutError
 from shared.pipeline import Relay
 from shared.publisher import Publisher
+from shared.routes import routes_for
 from shared.schemas import EVENT_TYPES
 
 SENDERS = Path(__file__).parent.parent / "events" / "senders"

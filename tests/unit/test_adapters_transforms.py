@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from shared.adapters import Refusal, routes_for
+from shared.adapters import Refusal
 from shared.adapters.mapping import Alternative, evaluate, parse_expression, parse_path
 from shared.adapters.transforms import transform
 from shared.config import Settings
+from shared.routes import routes_for
 from shared.schemas import VmIsolate
 
 SENDERS = Path(__file__).parent.parent / "events" / "senders"
