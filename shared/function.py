@@ -24,6 +24,7 @@ from shared.config import Settings, settings
 from shared.delivery import Deliverer
 from shared.drain import Drain
 from shared.errors import RelayError
+from shared.http_server import serve_answers_in_one_write
 from shared.logs import configure_logging
 from shared.pipeline import Relay
 from shared.publisher import Publisher
@@ -84,6 +85,7 @@ def _serve(name: str, build: Callable[[Settings, Publisher], Handler]) -> HttpFu
     # let it run a tenth as often. Measured: -16 % CPU per event and -37 % p99 at 80.
     gc.freeze()
     gc.set_threshold(10_000, 20, 10)
+    serve_answers_in_one_write()
 
     async def function(request: Request) -> Response:
         # No lifespan hook in ASGI mode: the worker's first request wires up the shutdown and

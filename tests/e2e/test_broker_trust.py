@@ -193,3 +193,24 @@ def test_importing_a_function_loads_no_grpc_nor_the_secret_manager_or_pubsub_cli
         )
     }
     assert not heavy
+
+
+def test_importing_a_function_makes_the_uvicorn_worker_write_each_answer_at_once(
+    broker: BrokerNode, route: Route
+) -> None:
+    """functions-framework's worker class is fixed; the function configures its protocol."""
+    main = REPO / "functions" / "vm_isolate" / "main.py"
+    code = (
+        "import importlib.util as u, uvicorn_worker; "
+        f"s = u.spec_from_file_location('main', {str(main)!r}); "
+        "s.loader.exec_module(u.module_from_spec(s)); "
+        "print(uvicorn_worker.UvicornWorker.CONFIG_KWARGS['http'].__qualname__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**function_env(broker, route.exchange), "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.splitlines()[-1] == "OneWritePerTurnProtocol"  # after the start's log
