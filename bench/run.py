@@ -5,7 +5,8 @@ persistent, mandatory) into one queue bound to `vm.isolate`. Rows run in interle
 one process on one machine, once per broker mode (the broker's data on disk, then on a tmpfs);
 after each cell the queue depth must equal the 2xx count. Each cell records the server's and the
 broker's CPU per event. Prints Markdown tables and the targets' verdicts; writes
-bench/results/<stamp>.json and .png (and docs/bench.png with --publish). Nothing asserts.
+bench/results/<stamp>.json and .png (and docs/bench.png and docs/bench.json with --publish).
+Nothing asserts.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from deploy.pubsub_emulator import emulator_missing
 
 RESULTS = REPO / "bench" / "results"
 PUBLISHED_CHART = REPO / "docs" / "bench.png"
+PUBLISHED_RESULTS = REPO / "docs" / "bench.json"  # the published run's cells, for readers
 
 
 def parse_args(argv: list[str]) -> Plan:
@@ -97,7 +99,8 @@ def parse_args(argv: list[str]) -> Plan:
     parser.add_argument(
         "--publish",
         action="store_true",
-        help=f"also write the chart to {PUBLISHED_CHART.relative_to(REPO)}",
+        help=f"also write the chart and the JSON to {PUBLISHED_CHART.relative_to(REPO)} and "
+        f"{PUBLISHED_RESULTS.relative_to(REPO)}",
     )
     args = parser.parse_args(argv)
     quick = args.quick
@@ -317,9 +320,14 @@ def publish_results(plan: Plan, results: Results, stamp: str, took: float) -> in
     if plan.publish:
         PUBLISHED_CHART.parent.mkdir(exist_ok=True)
         PUBLISHED_CHART.write_bytes(chart_path.read_bytes())
+        PUBLISHED_RESULTS.write_text(json_path.read_text())
     print(
         f"\nwrote {json_path.relative_to(REPO)}, {chart_path.relative_to(REPO)}"
-        + (f" and {PUBLISHED_CHART.relative_to(REPO)}" if plan.publish else "")
+        + (
+            f", {PUBLISHED_CHART.relative_to(REPO)} and {PUBLISHED_RESULTS.relative_to(REPO)}"
+            if plan.publish
+            else ""
+        )
         + f" in {took:.0f} s"
     )
     return 0
