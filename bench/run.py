@@ -308,7 +308,8 @@ def publish_results(plan: Plan, results: Results, stamp: str, took: float) -> in
         "connection_bound": deployed_connection_bound(),
         **results.as_json(),
     }
-    json_path.write_text(json.dumps(data, indent=2, default=str))
+    text = json.dumps(data, indent=2, default=str)
+    json_path.write_text(text)
     report.chart(
         [r for r in plan.rows if r not in COLD_ONLY_ROWS],
         modes,
@@ -320,7 +321,7 @@ def publish_results(plan: Plan, results: Results, stamp: str, took: float) -> in
     if plan.publish:
         PUBLISHED_CHART.parent.mkdir(exist_ok=True)
         PUBLISHED_CHART.write_bytes(chart_path.read_bytes())
-        PUBLISHED_RESULTS.write_text(json_path.read_text())
+        PUBLISHED_RESULTS.write_text(text)
     print(
         f"\nwrote {json_path.relative_to(REPO)}, {chart_path.relative_to(REPO)}"
         + (
