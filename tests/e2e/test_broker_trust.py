@@ -204,7 +204,7 @@ def test_importing_a_function_makes_the_uvicorn_worker_write_each_answer_at_once
         "import importlib.util as u, uvicorn_worker; "
         f"s = u.spec_from_file_location('main', {str(main)!r}); "
         "s.loader.exec_module(u.module_from_spec(s)); "
-        "print(uvicorn_worker.UvicornWorker.CONFIG_KWARGS['http'].__qualname__)"
+        "print(uvicorn_worker.UvicornWorker.CONFIG_KWARGS['http'].func.__qualname__)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -213,4 +213,4 @@ def test_importing_a_function_makes_the_uvicorn_worker_write_each_answer_at_once
         text=True,
         check=True,
     )
-    assert result.stdout.splitlines()[-1] == "OneWritePerTurnProtocol"  # after the start's log
+    assert result.stdout.splitlines()[-1] == "FunctionProtocol"  # after the start's log

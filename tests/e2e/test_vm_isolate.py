@@ -271,3 +271,22 @@ def test_sixteen_clients_get_exactly_one_message_per_202(
     assert len(messages) == 200
     assert {m.properties.message_id for m in messages} == accepted
     assert {m.body["data"]["summary"] for m in messages} == {f"alert {n}" for n in range(200)}
+
+
+def test_what_is_not_a_post_is_still_functions_frameworks(
+    server: FunctionProcess, route: Route
+) -> None:
+    """POSTs go straight to the function (shared.http_server); anything else still through
+    functions-framework's app: its own 404 for /robots.txt, and the function's 405 otherwise."""
+    robots = httpx.get(server.url + "robots.txt", timeout=30)
+    assert robots.status_code == 404
+    assert robots.text == "Not Found"  # functions-framework's own answer, not a problem of ours
+    other = httpx.get(server.url + "anything", timeout=30)
+    assert other.status_code == 405
+    assert other.headers["content-type"] == PROBLEM
+    assert other.headers["allow"] == "POST"
+    posted = post_event(server.url + "robots.txt")  # a POST is the function's: no such sender
+    assert posted.status_code == 404
+    assert posted.headers["content-type"] == PROBLEM
+    assert post_event(server.url).status_code == 202
+    assert route.count() == 1
