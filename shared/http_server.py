@@ -8,7 +8,7 @@ function anyway,
 which checks the method itself, catches its own errors and logs no execution id, so our protocol
 hands POSTs to it directly and leaves every other method to functions-framework's app (its 404
 for /robots.txt, ...). Measured (`nox -s bench -- --candidate`, 5 interleaved rounds in each
-broker mode): -12 to -17 % CPU per event at 8 and at 80 clients, +3 to +18 % throughput.
+broker mode): -12 to -17 % CPU per event at 8 and at 80 clients, +5 to +18 % throughput.
 
 uvicorn writes an answer's head (status line and headers) and its body with two transport
 writes, so every 202 would cost two send() calls, and two TCP segments to the caller. Our
