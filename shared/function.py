@@ -87,7 +87,7 @@ def _serve(name: str, build: Callable[[Settings, Publisher], Handler]) -> HttpFu
 
     async def function(request: Request) -> Response:
         # No lifespan hook in ASGI mode: the worker's first request wires up the shutdown and
-        # starts the broker connection, which the checks of the request then overlap.
+        # starts opening the broker connection, which proceeds whenever the request yields.
         call_on_sigterm(publisher.shut_down)
         publisher.warm_up()
         return await handler.handle(request)

@@ -180,9 +180,10 @@ class Publisher:
     def warm_up(self) -> None:
         """Start opening the connection, if none is open or opening, without waiting for it.
 
-        Called as a request arrives: a cold worker's first request then checks and validates
-        while the broker handshakes, instead of before. A failure is left for the publishes;
-        after SIGTERM nothing is opened that the shutdown would not close.
+        Called as a request arrives: the opening proceeds whenever the request yields to the
+        loop (while a large body arrives, at the latest when it publishes), and a request that
+        is refused still leaves the connection opening for the next. A failure is left for the
+        publishes; after SIGTERM nothing is opened that the shutdown would not close.
         """
         if self._link is None and self._opening is None and not self._closing:
             self._claim(asyncio.get_running_loop())
