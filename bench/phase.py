@@ -120,19 +120,26 @@ class Phase:
         self.queue = BenchQueue(node)
         self.servers: dict[str, Server] = {}
         self.cpu = machine.CpuWindow()
+        self._launch_sets = 0  # sets of interleaved cold launches so far: their order rotates
 
     def http_rows(self) -> list[str]:
         """The rows put under load over HTTP."""
         return [r for r in self.plan.rows if r != RAW_ROW and self.specs[r].loaded]
 
     def run(self, *, cold_starts: bool, profile_here: bool) -> None:
+        # The launches are spread over the mode's rounds (a share before the first and one after
+        # each), not measured in one minute of the run: the machine's speed drifts from minute
+        # to minute, and in one block a slow minute weighs on (a)/(i) by more than its 10 %.
+        shares = _shares(self.plan.cold_runs, self.plan.rounds + 1) if cold_starts else []
         if cold_starts:
-            self.measure_cold_starts()
+            self.measure_cold_starts(max(shares[0], 1), keep_last=True)
         for row in self.http_rows():
             self.start_server(row)
         for round_number in range(self.plan.rounds):
             say(f"{self.mode.name}: round {round_number + 1} of {self.plan.rounds}")
             self.run_round(round_number)
+            if cold_starts:
+                self.measure_cold_starts(shares[round_number + 1], keep_last=False)
         for row, server in self.servers.items():
             self.results.rss_kib[row] = max(self.results.rss_kib.get(row, 0), server.peak_rss_kib())
         if profile_here and self.plan.profile_seconds > 0 and "a" in self.servers:
@@ -147,27 +154,28 @@ class Phase:
 
     # --- the phases ---------------------------------------------------------------------
 
-    def measure_cold_starts(self) -> None:
-        """Launch each row cold_runs times, interleaved; the last launch serves the load."""
+    def measure_cold_starts(self, launches: int, *, keep_last: bool) -> None:
+        """Launch each row `launches` times, interleaved; with `keep_last`, the last launch of
+        each loaded row serves the load."""
         rows = [r for r in self.plan.rows if r != RAW_ROW and self.specs[r].cold_start]
-        runs = max(self.plan.cold_runs, 1)
         loaded = self.http_rows()
-        if rows:
-            say(f"cold starts: {runs} launches of {', '.join(rows)}, interleaved")
-        for run in range(runs):
-            last = run == runs - 1
-            for row in _rotated(rows, run):
+        if rows and launches:
+            say(f"cold starts: {launches} launches of {', '.join(rows)}, interleaved")
+        for run in range(launches):
+            last = run == launches - 1
+            for row in _rotated(rows, self._launch_sets):
                 seconds, server = cold_start(
                     self.specs[row],
                     self.body,
                     self.headers,
                     self._log(row),
-                    keep=last and row in loaded,
+                    keep=keep_last and last and row in loaded,
                 )
                 if self.plan.cold_runs > 0:
                     self.results.cold[row].append(seconds)
                 if server is not None:
                     self.servers[row] = server
+            self._launch_sets += 1
 
     def start_server(self, row: str) -> None:
         if row not in self.servers:
@@ -302,6 +310,11 @@ class Phase:
         if self.node.server_pid is not None:
             pids += machine.process_tree(self.node.server_pid)
         return pids
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    """`total` split into `parts` nearly equal whole shares, the larger ones first."""
+    return [total // parts + (1 if part < total % parts else 0) for part in range(parts)]
 
 
 def _rotated(items: list[str], by: int) -> list[str]:

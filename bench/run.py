@@ -71,7 +71,11 @@ def parse_args(argv: list[str]) -> Plan:
     parser.add_argument(
         "--modes", default=",".join(MODES), help=f"broker modes, default {','.join(MODES)}"
     )
-    parser.add_argument("--cold-runs", type=int, help="launches per row (default 21, quick 5)")
+    parser.add_argument(
+        "--cold-runs",
+        type=int,
+        help="launches per row, spread over the rounds (default 40, quick 5)",
+    )
     parser.add_argument(
         "--profile-seconds", type=int, help="py-spy on (a) under load (default 8, quick 0 = off)"
     )
@@ -138,9 +142,10 @@ def parse_args(argv: list[str]) -> Plan:
         modes=modes,
         rounds=option(args.rounds, 3, 1),
         seconds=option(args.seconds, 3.4, 1.4),
-        # One launch here varies by +-25 %: the ratio of two medians of 11 launches was 0.97 in
-        # one run and 1.10 in the next, of the same code. 21 cost about a minute more.
-        cold_runs=option(args.cold_runs, 21, 5),
+        # One launch here varies by +-25 %, and the machine's speed from minute to minute: of
+        # the same code, (a)/(i) was 1.12 in one block of 21 launches and 1.04 in a block of 41
+        # three minutes later. 40, spread over the rounds, cost about a minute more than 21.
+        cold_runs=option(args.cold_runs, 40, 5),
         warmup_seconds=0.0 if quick else 1.4,
         profile_seconds=option(args.profile_seconds, 8, 0),
         trace_seconds=option(args.trace_seconds, 3.0, 0.0),
