@@ -4,7 +4,7 @@ cell its depth must equal the number of 2xx answers (then it is purged for the n
 A quorum queue, as `python -m deploy topology` declares every event type's: a classic queue
 holding a cell's backlog of persistent messages (17,000 from (a) at 80 clients, 4,000 from (f))
 stalled confirms for 50-130 ms at a time, which made (a)'s p99 at 80 clients 41-80 ms where a
-quorum queue gives 26-32 (and (f)'s the same 100-135 ms either way)."""
+quorum queue gives 26-32 (and (f)'s the same 100-140 ms either way)."""
 
 from __future__ import annotations
 
