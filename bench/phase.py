@@ -129,7 +129,8 @@ class Phase:
     def run(self, *, cold_starts: bool, profile_here: bool) -> None:
         # The launches are spread over the mode's rounds (a share before the first and one after
         # each), not measured in one minute of the run: the machine's speed drifts from minute
-        # to minute, and in one block a slow minute weighs on (a)/(i) by more than its 10 %.
+        # to minute, and in one block a slow minute moves (a)/(i) by as much as the target's
+        # 10 % margin.
         shares = _shares(self.plan.cold_runs, self.plan.rounds + 1) if cold_starts else []
         if cold_starts:
             self.measure_cold_starts(max(shares[0], 1), keep_last=True)
