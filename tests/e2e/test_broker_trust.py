@@ -45,6 +45,12 @@ def test_the_broker_link_is_refused_unless_both_sides_are_trusted(
         "untrusted-server-ca": {"AMQP_CA_CERT_FILE": str(foreign_ca)},
         "wrong-name": {"AMQP_TLS_SERVER_NAME": "broker.example.com"},
     }[variant]
+    # Why each one fails, as the function logs it: refused for the reason under test, not another.
+    reason = {
+        "foreign-client-cert": "TLSV1_ALERT_UNKNOWN_CA",  # the broker's alert: not its CA
+        "untrusted-server-ca": "CERTIFICATE_VERIFY_FAILED",
+        "wrong-name": "Hostname mismatch",
+    }[variant]
     server = start_function("vm_isolate", function_env(broker, route.exchange, **overrides))
 
     response = post(server)
@@ -53,6 +59,14 @@ def test_the_broker_link_is_refused_unless_both_sides_are_trusted(
     assert response.json()["type"] == "urn:event-relay:problem:broker-unavailable"
     assert int(response.headers["retry-after"]) >= 1
     assert route.count() == 0
+    assert server.log_path is not None
+    refusals = [
+        line
+        for line in server.log_path.read_text().splitlines()
+        if "cannot connect to the broker" in line
+    ]
+    assert refusals
+    assert reason in refusals[0]
 
 
 def _start_fails(env: dict[str, str], tmp_path: Path) -> str:
